@@ -1,0 +1,77 @@
+"""The `atcrl` command: one subcommand per job, each a typed config dataclass plus a run function.
+
+Subcommands are imported lazily so `atcrl --help` stays fast and a missing optional extra only
+affects the command that needs it. Each config's field docstrings are its --help text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+import tyro
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    config: str
+    run: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "envs": Command("atcrl.envs.report", "EnvsConfig", "run_envs",
+                    "list environment families: installed? renders? steps/s"),
+    "dataset info": Command("atcrl.data.dataset_cli", "InfoConfig", "run_info",
+                            "summarise an episode dataset directory"),
+    "dataset validate": Command("atcrl.data.dataset_cli", "ValidateConfig", "run_validate",
+                                "check every episode file of a dataset; non-zero exit if any is bad"),
+    "dataset import-minari": Command("atcrl.data.dataset_cli", "ImportMinariConfig", "run_import_minari",
+                                     "convert a local Minari dataset into an atcrl dataset"),
+    "dataset export-minari": Command("atcrl.data.dataset_cli", "ExportMinariConfig", "run_export_minari",
+                                     "write an atcrl dataset as a local Minari dataset"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: atcrl COMMAND [options]   (atcrl COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[str, list[str]]:
+    """Longest command name matching the leading words of argv (handles `dataset info`)."""
+    for n_words in (2, 1):
+        name = " ".join(argv[:n_words])
+        if len(argv) >= n_words and name in COMMANDS:
+            return name, argv[n_words:]
+    import difflib
+
+    wanted = " ".join(argv[:2]) if argv[0] == "dataset" else argv[0]
+    close = difflib.get_close_matches(wanted, COMMANDS, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise SystemExit(f"atcrl: unknown command {wanted!r}.{hint}\n\n{_usage()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from atcrl import __version__
+
+        print(__version__)
+        return 0
+    name, rest = _resolve(argv)
+    cmd = COMMANDS[name]
+    module = importlib.import_module(cmd.module)
+    config = tyro.cli(getattr(module, cmd.config), args=rest, prog=f"atcrl {name}", description=cmd.summary)
+    return int(getattr(module, cmd.run)(config) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
