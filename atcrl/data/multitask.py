@@ -1,0 +1,118 @@
+"""Several single-task replays sampled as one: every batch is split evenly across tasks.
+
+Tasks may have different action sizes (e.g. cartpole 1, cheetah 6); their actions are zero-padded
+on the right to the largest shape so the batch stays one tensor. ``task`` says which row is which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
+from atcrl.data.episode import Episode
+from atcrl.data.replay import Replay
+
+
+class MultiTaskReplay:
+    """One Replay per task; samplers take ``batch_size // num_tasks`` rows from each, remainder at random.
+
+    Rows come grouped by task (task 0 first); ``task`` holds each row's index into ``task_names``.
+    """
+
+    def __init__(self, replays: Sequence[Replay], task_names: Sequence[str] | None = None) -> None:
+        if not replays:
+            raise ValueError("MultiTaskReplay needs at least one replay")
+        self.replays = list(replays)
+        self.task_names = [str(i) for i in range(len(replays))] if task_names is None else list(task_names)
+        if len(self.task_names) != len(self.replays):
+            raise ValueError(f"{len(self.task_names)} task names for {len(self.replays)} replays")
+        for name, r in zip(self.task_names, self.replays):
+            if _layout(r) != _layout(self.replays[0]):
+                raise ValueError(
+                    f"task {name!r} stores (frame shape, frame dtype, frame stack, action dtype, action ndim) "
+                    f"{_layout(r)}, but task {self.task_names[0]!r} stores {_layout(self.replays[0])}"
+                )
+        self.action_shape = tuple(max(dims) for dims in zip(*(r.action_shape for r in self.replays)))
+        """Action shape of every batch: the largest of the tasks' (smaller ones are zero-padded)."""
+
+    @classmethod
+    def from_episodes(
+        cls, episodes: Iterable[Episode], *, frame_stack: int, capacity_per_task: int | None = None
+    ) -> MultiTaskReplay:
+        """Group episodes by ``Episode.task`` (first-seen order) into one Replay per task."""
+        by_task: dict[str, list[Episode]] = {}
+        for ep in episodes:
+            by_task.setdefault(ep.task, []).append(ep)
+        replays = [
+            Replay.from_episodes(eps, frame_stack=frame_stack, capacity=capacity_per_task)
+            for eps in by_task.values()
+        ]
+        return cls(replays, list(by_task))
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.replays)
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(r.num_transitions for r in self.replays)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self.replays)
+
+    def split(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Rows per task: equal shares, the remainder given to distinct tasks chosen at random."""
+        counts = np.full(len(self.replays), batch_size // len(self.replays))
+        counts[rng.choice(len(self.replays), batch_size % len(self.replays), replace=False)] += 1
+        return counts
+
+    def sample_transitions(
+        self, batch_size: int, rng: np.random.Generator, *, n_step: int = 1, gamma: float = 0.99
+    ) -> TransitionBatch:
+        return self._sample("sample_transitions", batch_size, rng, n_step=n_step, gamma=gamma)
+
+    def sample_pairs(self, batch_size: int, rng: np.random.Generator, *, delta_t: int) -> PairBatch:
+        return self._sample("sample_pairs", batch_size, rng, delta_t=delta_t)
+
+    def sample_sequences(self, batch_size: int, rng: np.random.Generator, *, length: int) -> SequenceBatch:
+        return self._sample("sample_sequences", batch_size, rng, length=length)
+
+    def _sample(self, method: str, batch_size: int, rng: np.random.Generator, **kwargs):
+        parts = []
+        for i, (name, replay, count) in enumerate(
+            zip(self.task_names, self.replays, self.split(batch_size, rng))
+        ):
+            try:
+                part = getattr(replay, method)(int(count), rng, **kwargs)
+            except ValueError as err:
+                raise ValueError(f"task {name!r}: {err}") from err
+            part.task.fill_(i)
+            parts.append(part)
+        cls = type(parts[0])
+        merged = {}
+        for f in fields(cls):
+            tensors = [getattr(p, f.name) for p in parts]
+            # Sequences are time-major: their batch axis is 1 (except the per-row task index).
+            dim = 1 if cls is SequenceBatch and f.name != "task" else 0
+            if f.name in ("action", "actions"):
+                tensors = [self._pad_actions(t) for t in tensors]
+            merged[f.name] = torch.cat(tensors, dim=dim)
+        return cls(**merged)
+
+    def _pad_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        missing = [
+            m - s for m, s in zip(self.action_shape, actions.shape[actions.ndim - len(self.action_shape) :])
+        ]
+        if not any(missing):
+            return actions
+        pad = [p for m in reversed(missing) for p in (0, m)]  # F.pad lists the last dim first
+        return F.pad(actions, pad)
+
+
+def _layout(r: Replay) -> tuple:
+    return (r.frame_shape, r.frames.dtype, r.frame_stack, r.actions.dtype, len(r.action_shape))

@@ -1,0 +1,440 @@
+"""In-RAM replay of single frames, frame-stacked at sample time, with three vectorised samplers.
+
+Storage is a ring of ``capacity`` slots. A slot holds one observation frame o_t, the action taken
+from it, the reward after it, and three bookkeeping fields: t (the step index within its episode),
+whether it is its episode's final observation, and whether that final observation is a true
+terminal. An episode of T steps uses T + 1 slots; the final observation's action and reward are 0.
+Memory is the raw frame bytes plus ~10 bytes per slot (+ actions and physics): stacks are never
+stored, they are gathered at sample time exactly as episode.stack_indices describes.
+
+Positions: "rel" counts stored slots from the oldest survivor (0 .. len - 1); the array index is
+(oldest + rel) % capacity. Looking forward (n-step targets, Δt positives, sequences) stops at the
+newest slot, so no read crosses the write cursor. Looking back (frame stacks) must stay at rel >= 0:
+slots whose stack would reach an overwritten slot are never sampled.
+
+Callers with stacked observations [k * C, H, W] store the newest frame only: ``obs[-C:]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
+from atcrl.data.episode import Episode
+
+# Anchor kinds: any observation (pairs), an observation with an action (transitions), a sequence start.
+_OBS, _STEP, _SEQ = "obs", "step", "seq"
+
+
+class Replay:
+    """Ring buffer of single frames; samples stacked transitions, (t, t + Δt) pairs and sequences.
+
+    Samplers draw anchors uniformly *without replacement* within a batch: duplicate anchors would be
+    false negatives for contrastive objectives, and a batch larger than the data is an error.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, ...],
+        *,
+        frame_stack: int,
+        action_shape: tuple[int, ...] = (),
+        action_dtype: npt.DTypeLike = np.float32,
+        frame_dtype: npt.DTypeLike = np.uint8,
+        physics_dim: int | None = None,
+    ) -> None:
+        if capacity < 2:
+            raise ValueError(f"capacity must be at least 2 slots (one transition), got {capacity}")
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        if len(frame_shape) != 3:
+            raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
+        self.capacity = int(capacity)
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.frame_stack = int(frame_stack)
+        self.action_shape = tuple(int(s) for s in action_shape)
+        # np.zeros maps pages lazily: untouched capacity costs no RAM until written.
+        self.frames = np.zeros((capacity, *self.frame_shape), dtype=frame_dtype)
+        self.actions = np.zeros((capacity, *self.action_shape), dtype=action_dtype)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.physics = None if physics_dim is None else np.full((capacity, physics_dim), np.nan)
+        """[capacity, S] physics state per slot (NaN where an episode came without one)."""
+        self._step = np.zeros(capacity, dtype=np.int32)
+        self._last = np.zeros(capacity, dtype=bool)
+        self._terminal = np.zeros(capacity, dtype=bool)
+        self._written = 0  # slots ever written; the write cursor is _written % capacity
+        self._open = False  # add_first started an episode that has not ended yet
+        self._cache: dict[tuple, object] = {}  # anchor pools; valid until the next write
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        """Slots stored (observations, including episodes' final observations)."""
+        return min(self._written, self.capacity)
+
+    @property
+    def num_transitions(self) -> int:
+        """Stored (o_t, a_t, r_t, o_{t+1}) steps: slots that have an action."""
+        size = len(self)
+        return size - int(np.count_nonzero(self._last[:size])) - int(self._open and size > 0)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.frames, self.actions, self.rewards, self._step, self._last, self._terminal]
+        return sum(a.nbytes for a in arrays) + (0 if self.physics is None else self.physics.nbytes)
+
+    def _slots(self, rel: np.ndarray | int) -> np.ndarray:
+        return (np.asarray(rel) + (self._written - len(self))) % self.capacity
+
+    # ------------------------------------------------------------------ adding
+    def add_first(self, frame: np.ndarray, physics: np.ndarray | None = None) -> None:
+        """Store the first frame after a reset. An episode still open is closed as cut (bootstrap kept)."""
+        frame = self._check_frames(np.asarray(frame)[None], "frame")
+        physics = self._check_physics(physics, 1)
+        self._close_open_episode()
+        self._write(frame, 0, physics)
+        self._open = True
+
+    def add_step(
+        self,
+        action: np.ndarray | float,
+        reward: float,
+        next_frame: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+        physics: np.ndarray | None = None,
+    ) -> None:
+        """Store a_t and r_t on the newest slot and o_{t+1} in a new one; ends the episode if done.
+
+        When an env reports both flags, ``terminated`` wins: no value lies beyond a true terminal.
+        """
+        if not self._open:
+            raise ValueError("add_step needs an episode in progress: call add_first(frame) after reset")
+        action = self._check_actions(np.asarray(action)[None], "action")
+        frame = self._check_frames(np.asarray(next_frame)[None], "next_frame")
+        physics = self._check_physics(physics, 1)
+        newest = self._slots(len(self) - 1)
+        self.actions[newest] = action[0]
+        self.rewards[newest] = reward
+        done = bool(terminated or truncated)
+        self._write(frame, self._step[newest] + 1, physics, last=done, terminal=bool(terminated))
+        self._open = not done
+
+    def add_episode(self, episode: Episode) -> None:
+        """Copy a whole recorded episode in one vectorised write (its final frame ends the episode)."""
+        frames = self._check_frames(episode.frames, "episode frames")
+        T = len(episode)
+        actions = np.zeros((T + 1, *self.action_shape), self.actions.dtype)
+        actions[:T] = self._check_actions(episode.actions, "episode actions")
+        rewards = np.zeros(T + 1, np.float32)
+        rewards[:T] = episode.rewards
+        last = np.arange(T + 1) == T
+        physics = self._check_physics(episode.physics, T + 1)
+        self._close_open_episode()
+        self._write(
+            frames,
+            np.arange(T + 1),
+            physics,
+            actions=actions,
+            rewards=rewards,
+            last=last,
+            terminal=last & episode.terminated,
+        )
+
+    @classmethod
+    def from_episodes(
+        cls, episodes: Iterable[Episode], *, frame_stack: int, capacity: int | None = None
+    ) -> Replay:
+        """A replay holding ``episodes``; shapes and dtypes come from the first one.
+
+        Without ``capacity`` the replay is sized to hold every episode (the iterable is consumed
+        into a list first); with it, episodes stream in and the oldest are overwritten.
+        """
+        if capacity is None:
+            episodes = list(episodes)
+            capacity = max(2, sum(len(ep) + 1 for ep in episodes))
+        it = iter(episodes)
+        first = next(it, None)
+        if first is None:
+            raise ValueError("from_episodes got no episodes")
+        replay = cls(
+            capacity,
+            first.frame_shape,
+            frame_stack=frame_stack,
+            action_shape=first.actions.shape[1:],
+            action_dtype=first.actions.dtype,
+            frame_dtype=first.frames.dtype,
+            physics_dim=None if first.physics is None else first.physics.shape[1],
+        )
+        for ep in chain([first], it):
+            replay.add_episode(ep)
+        return replay
+
+    def _write(self, frames: np.ndarray, steps, physics, *, actions=0, rewards=0, last=False, terminal=False):
+        """Write len(frames) new slots at the cursor; per-slot fields are arrays or one value for all."""
+        n = len(frames)
+        keep = min(n, self.capacity)  # an episode longer than the ring leaves only its tail
+        slots = (self._written + n - keep + np.arange(keep)) % self.capacity
+        tables = (
+            self.frames,
+            self.actions,
+            self.rewards,
+            self._step,
+            self._last,
+            self._terminal,
+            self.physics,
+        )
+        fields = zip(tables, (frames, actions, rewards, steps, last, terminal, physics))
+        for table, values in fields:
+            if table is not None:
+                table[slots] = values if np.isscalar(values) else np.asarray(values)[n - keep :]
+        self._written += n
+        self._cache.clear()
+
+    def _close_open_episode(self) -> None:
+        if self._open:
+            self._last[self._slots(len(self) - 1)] = True
+            self._open = False
+            self._cache.clear()
+
+    def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
+        if frames.shape[1:] != self.frame_shape:
+            C = self.frame_shape[0]
+            hint = ""
+            if frames.ndim == 4 and frames.shape[1] % C == 0 and frames.shape[2:] == self.frame_shape[1:]:
+                hint = f"; for a stacked observation pass only the newest frame, obs[-{C}:]"
+            raise ValueError(
+                f"{what} must have shape {self.frame_shape} per frame, got {frames.shape[1:]}{hint}"
+            )
+        if frames.dtype != self.frames.dtype:
+            raise ValueError(f"{what} must have dtype {self.frames.dtype}, got {frames.dtype}")
+        return frames
+
+    def _check_actions(self, actions: np.ndarray, what: str) -> np.ndarray:
+        if actions.shape[1:] != self.action_shape:
+            raise ValueError(f"{what} must have shape {self.action_shape} per step, got {actions.shape[1:]}")
+        if not np.can_cast(actions.dtype, self.actions.dtype, "same_kind"):
+            raise ValueError(f"{what} of dtype {actions.dtype} cannot be stored as {self.actions.dtype}")
+        return actions
+
+    def _check_physics(self, physics: np.ndarray | None, n: int) -> np.ndarray | None:
+        if self.physics is None:
+            return None  # this replay does not keep physics; callers need not strip it
+        if physics is None:
+            return np.full((n, self.physics.shape[1]), np.nan)
+        physics = np.asarray(physics, np.float64).reshape(n, -1)
+        if physics.shape[1] != self.physics.shape[1]:
+            raise ValueError(
+                f"physics must have {self.physics.shape[1]} values per frame, got {physics.shape[1]}"
+            )
+        return physics
+
+    # ------------------------------------------------------------------ anchor pools
+    def _anchor_pool(self, kind: str, length: int = 1) -> np.ndarray:
+        """Sorted rel positions that may start a sample of ``kind`` (cached until the next write)."""
+        key = (kind, length)
+        if key not in self._cache:
+            size = len(self)
+            oldest = (self._written - size) % self.capacity
+            if kind == _OBS:
+                ok = np.ones(size, bool)
+            else:
+                ok = ~np.roll(self._last[:size], -oldest)
+                ok[-1:] = False  # the newest slot has no action yet (or is a final observation)
+                if kind == _SEQ:
+                    ok[max(0, size - length + 1) :] = False  # the window must end before the cursor
+            head = np.arange(min(self.frame_stack - 1, size))
+            ok[head] &= self._step[self._slots(head)] <= head  # stack would reach an overwritten slot
+            self._cache[key] = np.flatnonzero(ok)
+        return self._cache[key]
+
+    def _longest_span(self) -> int:
+        """Most steps from any sampleable observation to its episode's last stored slot (-1 if none)."""
+        if ("span",) not in self._cache:
+            size = len(self)
+            is_end = np.roll(self._last[:size], -((self._written - size) % self.capacity))
+            is_end[-1:] = True
+            ends = np.flatnonzero(is_end)
+            starts = ends - self._step[self._slots(ends)]
+            # An episode whose start was overwritten has its first intact stack at rel k - 1.
+            first = np.where(starts >= 0, starts, self.frame_stack - 1)
+            self._cache[("span",)] = int((ends - first).max(initial=-1))
+        return self._cache[("span",)]
+
+    def _draw(self, kind: str, batch_size: int, rng: np.random.Generator, what: str, length: int = 1):
+        if batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+        pool = self._anchor_pool(kind, length)
+        if batch_size > len(pool):
+            raise ValueError(
+                f"batch size {batch_size} is larger than the {len(pool)} {what} available "
+                f"({len(self)} slots stored, frame_stack {self.frame_stack})"
+            )
+        return pool[rng.choice(len(pool), batch_size, replace=False)]
+
+    def _require_data(self) -> None:
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay: add episodes first")
+
+    # ------------------------------------------------------------------ gathers
+    def _steps_to_end(self, rel: np.ndarray, horizon: int) -> np.ndarray:
+        """Steps from each position to its episode's last stored slot (or the newest slot), capped at horizon."""
+        if horizon == 0:
+            return np.zeros(len(rel), np.int64)
+        size = len(self)
+        ahead = rel[:, None] + np.arange(horizon)
+        end = (ahead >= size - 1) | self._last[self._slots(np.minimum(ahead, size - 1))]
+        return np.where(end.any(1), end.argmax(1), horizon)
+
+    def _stacked(self, rel: np.ndarray, out: torch.Tensor | None) -> np.ndarray | torch.Tensor:
+        """Frame stacks at ``rel`` (any shape) → [*rel.shape, k * C, H, W], oldest frame first."""
+        k = self.frame_stack
+        back = np.minimum(np.arange(k - 1, -1, -1), self._step[self._slots(rel)][..., None])
+        slots = self._slots(rel[..., None] - back)
+        shape = (*rel.shape, k * self.frame_shape[0], *self.frame_shape[1:])
+        if out is None:
+            return self.frames[slots].reshape(shape)
+        if tuple(out.shape) != shape or out.dtype != torch.from_numpy(self.frames[:0]).dtype:
+            raise ValueError(
+                f"out buffer must be {shape} {self.frames.dtype}, got {tuple(out.shape)} {out.dtype}"
+            )
+        if not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError("out buffers must be contiguous CPU tensors (pinned is fine)")
+        # mode="wrap" skips numpy's extra buffering of `out` (indices are in range anyway).
+        np.take(
+            self.frames, slots, axis=0, out=out.numpy().reshape(slots.shape + self.frame_shape), mode="wrap"
+        )
+        return out
+
+    def _ahead(self, rel: np.ndarray, horizon: int, steps: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """table[rel + j] for j < horizon as [B, horizon, ...]; zero where j >= steps (past the episode)."""
+        ahead = np.minimum(rel[:, None] + np.arange(horizon), len(self) - 1)
+        values = table[self._slots(ahead)]
+        values[np.arange(horizon)[None, :] >= steps[:, None]] = 0
+        return values
+
+    # ------------------------------------------------------------------ samplers
+    def sample_transitions(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        *,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        out: TransitionBatch | None = None,
+    ) -> TransitionBatch:
+        """n-step transitions: returns summed up to the episode end; discount γ^n' (0 after a true terminal).
+
+        n' < n_step when the episode (or, for the episode in progress, the stored data) ends first.
+        ``out``: a previous batch of the same shape (e.g. pinned) to fill in place instead of allocating.
+        """
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        self._require_data()
+        rel = self._draw(_STEP, batch_size, rng, "transitions", 1)
+        n = self._steps_to_end(rel, n_step)
+        rewards = self._ahead(rel, n_step, n, self.rewards).astype(np.float64)
+        reward = (rewards * gamma ** np.arange(n_step)).sum(1).astype(np.float32)
+        discount = (gamma**n * ~self._terminal[self._slots(rel + n)]).astype(np.float32)
+        return _fill(
+            TransitionBatch,
+            out,
+            obs=self._stacked(rel, None if out is None else out.obs),
+            action=self.actions[self._slots(rel)],
+            reward=reward,
+            discount=discount,
+            next_obs=self._stacked(rel + n, None if out is None else out.next_obs),
+            task=np.zeros(batch_size, np.int64),
+        )
+
+    def sample_pairs(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        *,
+        delta_t: int,
+        out: PairBatch | None = None,
+    ) -> PairBatch:
+        """Anchors o_t (any stored observation) and positives o_{t+Δt} from the same episode.
+
+        Where t + Δt lies past the episode's last stored frame, ``valid`` is False and the positive is
+        that last frame (still a real frame of the same episode); actions past it are zero.
+        """
+        if delta_t < 0:
+            raise ValueError(f"delta_t must be >= 0, got {delta_t}")
+        self._require_data()
+        if delta_t > self._longest_span():
+            raise ValueError(
+                f"delta_t={delta_t} is longer than every stored episode "
+                f"(the longest offers {self._longest_span()} steps after an intact frame stack)"
+            )
+        rel = self._draw(_OBS, batch_size, rng, "observations", 1)
+        d = self._steps_to_end(rel, delta_t)
+        return _fill(
+            PairBatch,
+            out,
+            anchor=self._stacked(rel, None if out is None else out.anchor),
+            positive=self._stacked(rel + d, None if out is None else out.positive),
+            valid=d >= delta_t,
+            actions=self._ahead(rel, delta_t, d, self.actions),
+            task=np.zeros(batch_size, np.int64),
+        )
+
+    def sample_sequences(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        *,
+        length: int,
+        out: SequenceBatch | None = None,
+    ) -> SequenceBatch:
+        """Time-major windows [T, B, ...] of consecutive steps that never cross the write cursor.
+
+        A step is valid while it is a step (observation with an action) of the window's first
+        episode; after that episode ends, ``valid`` is False, action and reward are zero and the
+        observation repeats the episode's final frame stack.
+        """
+        if length < 1:
+            raise ValueError(f"sequence length must be >= 1, got {length}")
+        self._require_data()
+        if length > len(self):
+            raise ValueError(f"sequence length {length} exceeds the {len(self)} slots stored")
+        if length > self._longest_span():
+            raise ValueError(
+                f"sequence length {length} is longer than every stored episode "
+                f"(the longest offers {self._longest_span()} steps after an intact frame stack)"
+            )
+        rel = self._draw(_SEQ, batch_size, rng, f"sequence starts of length {length}", length)
+        d = self._steps_to_end(rel, length)
+        j = np.arange(length)[:, None]
+        return _fill(
+            SequenceBatch,
+            out,
+            obs=self._stacked(rel + np.minimum(j, d), None if out is None else out.obs),
+            action=np.swapaxes(self._ahead(rel, length, d, self.actions), 0, 1),
+            reward=self._ahead(rel, length, d, self.rewards).T,
+            valid=j < d,
+            task=np.zeros(batch_size, np.int64),
+        )
+
+
+def _fill(cls, out, **arrays):
+    """Wrap numpy results as CPU tensors (sharing memory), or copy them into ``out``'s tensors."""
+    if out is None:
+        return cls(**{name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()})
+    for name, a in arrays.items():
+        dst = getattr(out, name)
+        if isinstance(a, torch.Tensor):
+            continue  # frames were gathered straight into the buffer
+        src = torch.from_numpy(np.ascontiguousarray(a))
+        if dst.shape != src.shape or dst.dtype != src.dtype:
+            raise ValueError(
+                f"out.{name} must be {tuple(src.shape)} {src.dtype}, got {tuple(dst.shape)} {dst.dtype}"
+            )
+        dst.copy_(src)
+    return out
