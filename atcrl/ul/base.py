@@ -1,0 +1,66 @@
+"""What every unsupervised objective promises, and the pieces they share.
+
+An objective is an ``nn.Module`` that holds the online encoder it trains (``.encoder``) plus
+its own heads, declares what it needs from the replay (``.sampling``), and turns one batch into
+a loss and named metrics. Training loops own the optimizer; after each optimizer step they call
+``after_update()`` so objectives with momentum targets can follow the online weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.nets.encoders import ConvEncoder
+
+
+@dataclass(frozen=True)
+class SamplingNeed:
+    """What an objective samples from the replay for one update."""
+
+    kind: Literal["pairs", "sequences"]
+    """"pairs": (o_t, o_{t+delta_t}) PairBatch; "sequences": time-major SequenceBatch windows."""
+    batch_size: int
+    """Pairs per batch, or sequences per batch (B)."""
+    delta_t: int = 0
+    """Offset of the positive for "pairs" (0 = the same observation)."""
+    length: int = 0
+    """Window length T for "sequences"."""
+
+
+@runtime_checkable
+class Objective(Protocol):
+    encoder: ConvEncoder
+    sampling: SamplingNeed
+
+    def loss(self, batch: PairBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def after_update(self) -> None: ...
+
+    def parameters(self, recurse: bool = True): ...
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * online, for parameters and float buffers."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o, tau)
+    for t, o in zip(target.buffers(), online.buffers()):
+        if t.is_floating_point():
+            t.lerp_(o, tau)
+        else:
+            t.copy_(o)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients switched off (a momentum target starts equal to its source)."""
+    import copy
+
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
