@@ -1,0 +1,99 @@
+"""Data-parallel training under torchrun: process group, device, DDP wrapper, metric averaging.
+
+Outside torchrun (WORLD_SIZE unset or 1) everything here is a no-op, so one training loop serves
+both. gloo is used on CPU, nccl on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.ul.base import Objective
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+    """True when this module initialised the process group (and so destroys it)."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
+    """"auto" -> CUDA if available else CPU; a bare "cuda" means this process's local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for, but this torch build sees no CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    owns = not torch.distributed.is_initialized()
+    if owns:
+        torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+class _LossModule(nn.Module):
+    """The objective's loss as a forward pass: DDP arms its gradient averaging in forward()."""
+
+    def __init__(self, objective: Objective) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, batch: PairBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective.loss(batch)
+
+
+def wrap_for_ddp(
+    objective: Objective, dist: Dist, device: torch.device
+) -> Callable[[PairBatch | SequenceBatch], tuple[torch.Tensor, dict[str, float]]]:
+    """``batch -> (loss, metrics)``; under DDP, backward of that loss averages gradients over ranks."""
+    if dist.world_size == 1:
+        return objective.loss
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_LossModule(objective), device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def average_metrics(metrics: dict[str, float], dist: Dist, device: torch.device) -> dict[str, float]:
+    """Mean of each metric over ranks (every rank must call this at the same update)."""
+    if dist.world_size == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    return dict(zip(keys, (values / dist.world_size).tolist()))
