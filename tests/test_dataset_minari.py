@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from test_dataset import assert_same_episode, make_episode, smooth_frames, write_dataset
 
-from atcrl.data.dataset import DatasetError, open_dataset
 from atcrl.data.dataset_cli import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -17,6 +16,8 @@ from atcrl.data.dataset_cli import (
     run_export_minari,
     run_import_minari,
 )
+from atcrl.data.dataset_meta import DatasetError
+from atcrl.data.dataset_reader import open_dataset
 from atcrl.data.episode import stack_indices
 
 minari = pytest.importorskip("minari")

@@ -20,7 +20,9 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from atcrl.data.dataset import META_FILE, DatasetError, episode_files, open_dataset, validate_dataset
+from atcrl.data.dataset_files import META_FILE, episode_files
+from atcrl.data.dataset_meta import DatasetError
+from atcrl.data.dataset_reader import open_dataset, validate_dataset
 
 EXIT_OK, EXIT_BAD_FILES, EXIT_BAD_INPUT = 0, 1, 2
 

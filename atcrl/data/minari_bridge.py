@@ -14,16 +14,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from atcrl.data.dataset import (
-    DatasetError,
-    DatasetMeta,
-    DatasetWriter,
-    EpisodeDataset,
-    Progress,
-    open_dataset,
-    read_array,
-)
+from atcrl.data.dataset_meta import DatasetError, DatasetMeta
+from atcrl.data.dataset_reader import EpisodeDataset, Progress, open_dataset
+from atcrl.data.dataset_writer import DatasetWriter
 from atcrl.data.episode import Episode
+from atcrl.data.episode_npz import read_array
 
 Layout = Literal["auto", "chw", "hwc"]
 ATCRL_META_KEY = "atcrl_meta"

@@ -6,11 +6,7 @@ whether it is its episode's final observation, and whether that final observatio
 terminal. An episode of T steps uses T + 1 slots; the final observation's action and reward are 0.
 Memory is the raw frame bytes plus ~10 bytes per slot (+ actions and physics): stacks are never
 stored, they are gathered at sample time exactly as episode.stack_indices describes.
-
-Positions: "rel" counts stored slots from the oldest survivor (0 .. len - 1); the array index is
-(oldest + rel) % capacity. Looking forward (n-step targets, Δt positives, sequences) stops at the
-newest slot, so no read crosses the write cursor. Looking back (frame stacks) must stay at rel >= 0:
-slots whose stack would reach an overwritten slot are never sampled.
+Which slots a sample may start at and read is worked out in replay_index.
 
 Callers with stacked observations [k * C, H, W] store the newest frame only: ``obs[-C:]``.
 """
@@ -26,9 +22,7 @@ import torch
 
 from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
 from atcrl.data.episode import Episode
-
-# Anchor kinds: any observation (pairs), an observation with an action (transitions), a sequence start.
-_OBS, _STEP, _SEQ = "obs", "step", "seq"
+from atcrl.data.replay_index import OBS, SEQ, STEP, RingIndex
 
 
 class Replay:
@@ -70,7 +64,7 @@ class Replay:
         self._terminal = np.zeros(capacity, dtype=bool)
         self._written = 0  # slots ever written; the write cursor is _written % capacity
         self._open = False  # add_first started an episode that has not ended yet
-        self._cache: dict[tuple, object] = {}  # anchor pools; valid until the next write
+        self._index: RingIndex | None = None  # positions as of the last write; dropped by every write
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -88,8 +82,14 @@ class Replay:
         arrays = [self.frames, self.actions, self.rewards, self._step, self._last, self._terminal]
         return sum(a.nbytes for a in arrays) + (0 if self.physics is None else self.physics.nbytes)
 
-    def _slots(self, rel: np.ndarray | int) -> np.ndarray:
-        return (np.asarray(rel) + (self._written - len(self))) % self.capacity
+    def _ring(self) -> RingIndex:
+        if self._index is None:
+            self._index = RingIndex(self._step, self._last, self._written, self.frame_stack)
+        return self._index
+
+    @property
+    def _newest(self) -> int:
+        return (self._written - 1) % self.capacity
 
     # ------------------------------------------------------------------ adding
     def add_first(self, frame: np.ndarray, physics: np.ndarray | None = None) -> None:
@@ -118,7 +118,7 @@ class Replay:
         action = self._check_actions(np.asarray(action)[None], "action")
         frame = self._check_frames(np.asarray(next_frame)[None], "next_frame")
         physics = self._check_physics(physics, 1)
-        newest = self._slots(len(self) - 1)
+        newest = self._newest
         self.actions[newest] = action[0]
         self.rewards[newest] = reward
         done = bool(terminated or truncated)
@@ -194,13 +194,13 @@ class Replay:
             if table is not None:
                 table[slots] = values if np.isscalar(values) else np.asarray(values)[n - keep :]
         self._written += n
-        self._cache.clear()
+        self._index = None
 
     def _close_open_episode(self) -> None:
         if self._open:
-            self._last[self._slots(len(self) - 1)] = True
+            self._last[self._newest] = True
             self._open = False
-            self._cache.clear()
+            self._index = None
 
     def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
         if frames.shape[1:] != self.frame_shape:
@@ -234,91 +234,40 @@ class Replay:
             )
         return physics
 
-    # ------------------------------------------------------------------ anchor pools
-    def _anchor_pool(self, kind: str, length: int = 1) -> np.ndarray:
-        """Sorted rel positions that may start a sample of ``kind`` (cached until the next write)."""
-        key = (kind, length)
-        if key not in self._cache:
-            size = len(self)
-            oldest = (self._written - size) % self.capacity
-            if kind == _OBS:
-                ok = np.ones(size, bool)
-            else:
-                ok = ~np.roll(self._last[:size], -oldest)
-                ok[-1:] = False  # the newest slot has no action yet (or is a final observation)
-                if kind == _SEQ:
-                    ok[max(0, size - length + 1) :] = False  # the window must end before the cursor
-            head = np.arange(min(self.frame_stack - 1, size))
-            ok[head] &= self._step[self._slots(head)] <= head  # stack would reach an overwritten slot
-            self._cache[key] = np.flatnonzero(ok)
-        return self._cache[key]
-
-    def _longest_span(self) -> int:
-        """Most steps from any sampleable observation to its episode's last stored slot (-1 if none)."""
-        if ("span",) not in self._cache:
-            size = len(self)
-            is_end = np.roll(self._last[:size], -((self._written - size) % self.capacity))
-            is_end[-1:] = True
-            ends = np.flatnonzero(is_end)
-            starts = ends - self._step[self._slots(ends)]
-            # An episode whose start was overwritten has its first intact stack at rel k - 1.
-            first = np.where(starts >= 0, starts, self.frame_stack - 1)
-            self._cache[("span",)] = int((ends - first).max(initial=-1))
-        return self._cache[("span",)]
-
-    def _draw(self, kind: str, batch_size: int, rng: np.random.Generator, what: str, length: int = 1):
-        if batch_size < 0:
-            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
-        pool = self._anchor_pool(kind, length)
-        if batch_size > len(pool):
-            raise ValueError(
-                f"batch size {batch_size} is larger than the {len(pool)} {what} available "
-                f"({len(self)} slots stored, frame_stack {self.frame_stack})"
-            )
-        return pool[rng.choice(len(pool), batch_size, replace=False)]
-
+    # ------------------------------------------------------------------ samplers
     def _require_data(self) -> None:
         if len(self) == 0:
             raise ValueError("cannot sample from an empty replay: add episodes first")
 
-    # ------------------------------------------------------------------ gathers
-    def _steps_to_end(self, rel: np.ndarray, horizon: int) -> np.ndarray:
-        """Steps from each position to its episode's last stored slot (or the newest slot), capped at horizon."""
-        if horizon == 0:
-            return np.zeros(len(rel), np.int64)
-        size = len(self)
-        ahead = rel[:, None] + np.arange(horizon)
-        end = (ahead >= size - 1) | self._last[self._slots(np.minimum(ahead, size - 1))]
-        return np.where(end.any(1), end.argmax(1), horizon)
-
-    def _stacked(self, rel: np.ndarray, out: torch.Tensor | None) -> np.ndarray | torch.Tensor:
-        """Frame stacks at ``rel`` (any shape) → [*rel.shape, k * C, H, W], oldest frame first."""
-        k = self.frame_stack
-        back = np.minimum(np.arange(k - 1, -1, -1), self._step[self._slots(rel)][..., None])
-        slots = self._slots(rel[..., None] - back)
-        shape = (*rel.shape, k * self.frame_shape[0], *self.frame_shape[1:])
-        if out is None:
-            return self.frames[slots].reshape(shape)
-        if tuple(out.shape) != shape or out.dtype != torch.from_numpy(self.frames[:0]).dtype:
+    def _check_fits_episodes(self, steps: int, what: str) -> None:
+        span = self._ring().longest_span
+        if steps > span:
             raise ValueError(
-                f"out buffer must be {shape} {self.frames.dtype}, got {tuple(out.shape)} {out.dtype}"
+                f"{what} is longer than every stored episode "
+                f"(the longest offers {span} steps after an intact frame stack)"
             )
-        if not out.is_contiguous() or out.device.type != "cpu":
-            raise ValueError("out buffers must be contiguous CPU tensors (pinned is fine)")
-        # mode="wrap" skips numpy's extra buffering of `out` (indices are in range anyway).
-        np.take(
-            self.frames, slots, axis=0, out=out.numpy().reshape(slots.shape + self.frame_shape), mode="wrap"
-        )
+
+    def _batch(self, cls, out, stacks: dict[str, np.ndarray], **arrays: np.ndarray):
+        """A ``cls`` batch of the frame stacks at the rel positions in ``stacks``, plus ``arrays``.
+
+        Without ``out`` the numpy results are wrapped as CPU tensors (sharing memory); with it, the
+        stacks are gathered straight into ``out``'s tensors and the other arrays copied into theirs.
+        """
+        ring = self._ring()
+        if out is None:
+            arrays.update({name: ring.stacks(self.frames, rel, None) for name, rel in stacks.items()})
+            return cls(**{name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()})
+        for name, rel in stacks.items():
+            ring.stacks(self.frames, rel, getattr(out, name))
+        for name, a in arrays.items():
+            dst, src = getattr(out, name), torch.from_numpy(np.ascontiguousarray(a))
+            if dst.shape != src.shape or dst.dtype != src.dtype:
+                raise ValueError(
+                    f"out.{name} must be {tuple(src.shape)} {src.dtype}, got {tuple(dst.shape)} {dst.dtype}"
+                )
+            dst.copy_(src)
         return out
 
-    def _ahead(self, rel: np.ndarray, horizon: int, steps: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """table[rel + j] for j < horizon as [B, horizon, ...]; zero where j >= steps (past the episode)."""
-        ahead = np.minimum(rel[:, None] + np.arange(horizon), len(self) - 1)
-        values = table[self._slots(ahead)]
-        values[np.arange(horizon)[None, :] >= steps[:, None]] = 0
-        return values
-
-    # ------------------------------------------------------------------ samplers
     def sample_transitions(
         self,
         batch_size: int,
@@ -336,19 +285,17 @@ class Replay:
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}")
         self._require_data()
-        rel = self._draw(_STEP, batch_size, rng, "transitions", 1)
-        n = self._steps_to_end(rel, n_step)
-        rewards = self._ahead(rel, n_step, n, self.rewards).astype(np.float64)
-        reward = (rewards * gamma ** np.arange(n_step)).sum(1).astype(np.float32)
-        discount = (gamma**n * ~self._terminal[self._slots(rel + n)]).astype(np.float32)
-        return _fill(
+        ring = self._ring()
+        rel = ring.draw(STEP, batch_size, rng, "transitions")
+        n = ring.steps_to_end(rel, n_step)
+        rewards = ring.ahead(self.rewards, rel, n_step, n).astype(np.float64)
+        return self._batch(
             TransitionBatch,
             out,
-            obs=self._stacked(rel, None if out is None else out.obs),
-            action=self.actions[self._slots(rel)],
-            reward=reward,
-            discount=discount,
-            next_obs=self._stacked(rel + n, None if out is None else out.next_obs),
+            {"obs": rel, "next_obs": rel + n},
+            action=self.actions[ring.slots(rel)],
+            reward=(rewards * gamma ** np.arange(n_step)).sum(1).astype(np.float32),
+            discount=(gamma**n * ~self._terminal[ring.slots(rel + n)]).astype(np.float32),
             task=np.zeros(batch_size, np.int64),
         )
 
@@ -368,20 +315,16 @@ class Replay:
         if delta_t < 0:
             raise ValueError(f"delta_t must be >= 0, got {delta_t}")
         self._require_data()
-        if delta_t > self._longest_span():
-            raise ValueError(
-                f"delta_t={delta_t} is longer than every stored episode "
-                f"(the longest offers {self._longest_span()} steps after an intact frame stack)"
-            )
-        rel = self._draw(_OBS, batch_size, rng, "observations", 1)
-        d = self._steps_to_end(rel, delta_t)
-        return _fill(
+        self._check_fits_episodes(delta_t, f"delta_t={delta_t}")
+        ring = self._ring()
+        rel = ring.draw(OBS, batch_size, rng, "observations")
+        d = ring.steps_to_end(rel, delta_t)
+        return self._batch(
             PairBatch,
             out,
-            anchor=self._stacked(rel, None if out is None else out.anchor),
-            positive=self._stacked(rel + d, None if out is None else out.positive),
+            {"anchor": rel, "positive": rel + d},
             valid=d >= delta_t,
-            actions=self._ahead(rel, delta_t, d, self.actions),
+            actions=ring.ahead(self.actions, rel, delta_t, d),
             task=np.zeros(batch_size, np.int64),
         )
 
@@ -404,37 +347,17 @@ class Replay:
         self._require_data()
         if length > len(self):
             raise ValueError(f"sequence length {length} exceeds the {len(self)} slots stored")
-        if length > self._longest_span():
-            raise ValueError(
-                f"sequence length {length} is longer than every stored episode "
-                f"(the longest offers {self._longest_span()} steps after an intact frame stack)"
-            )
-        rel = self._draw(_SEQ, batch_size, rng, f"sequence starts of length {length}", length)
-        d = self._steps_to_end(rel, length)
+        self._check_fits_episodes(length, f"sequence length {length}")
+        ring = self._ring()
+        rel = ring.draw(SEQ, batch_size, rng, f"sequence starts of length {length}", length)
+        d = ring.steps_to_end(rel, length)
         j = np.arange(length)[:, None]
-        return _fill(
+        return self._batch(
             SequenceBatch,
             out,
-            obs=self._stacked(rel + np.minimum(j, d), None if out is None else out.obs),
-            action=np.swapaxes(self._ahead(rel, length, d, self.actions), 0, 1),
-            reward=self._ahead(rel, length, d, self.rewards).T,
+            {"obs": rel + np.minimum(j, d)},
+            action=np.swapaxes(ring.ahead(self.actions, rel, length, d), 0, 1),
+            reward=ring.ahead(self.rewards, rel, length, d).T,
             valid=j < d,
             task=np.zeros(batch_size, np.int64),
         )
-
-
-def _fill(cls, out, **arrays):
-    """Wrap numpy results as CPU tensors (sharing memory), or copy them into ``out``'s tensors."""
-    if out is None:
-        return cls(**{name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()})
-    for name, a in arrays.items():
-        dst = getattr(out, name)
-        if isinstance(a, torch.Tensor):
-            continue  # frames were gathered straight into the buffer
-        src = torch.from_numpy(np.ascontiguousarray(a))
-        if dst.shape != src.shape or dst.dtype != src.dtype:
-            raise ValueError(
-                f"out.{name} must be {tuple(src.shape)} {src.dtype}, got {tuple(dst.shape)} {dst.dtype}"
-            )
-        dst.copy_(src)
-    return out
