@@ -1,0 +1,266 @@
+"""PPO for discrete actions on a conv encoder: the actor-critic network, the clipped loss, the update.
+
+The network is the encoder followed by one MLP (hidden 512) whose outputs are the policy logits
+and the value. Which losses may train the encoder is decided by the EncoderMode, at the one
+place the RL loss reads features (``rl_features`` in ``PPOAgent._heads``); the RL optimizer
+also holds the encoder's weights only in end-to-end mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atcrl.nets.encoders import ConvEncoder
+from atcrl.nets.mlp import mlp
+from atcrl.rl.modes import EncoderMode, rl_features
+from atcrl.rl.rollout import Rollout
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters; defaults are the paper's Atari settings."""
+
+    lr: float = 2.5e-4
+    """Adam learning rate at the start of training."""
+    clip: float = 0.1
+    """Ratio clip epsilon at the start of training: the surrogate uses clamp(ratio, 1 - eps, 1 + eps)."""
+    anneal: bool = True
+    """Anneal lr and the ratio clip linearly to 0 over training (paper: yes)."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Minibatches per epoch (16 envs x 128 steps / 4 = 512 samples each)."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    value_coef: float = 1.0
+    """Weight of the value loss 0.5 * (V - R)^2."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    grad_clip: float = 10.0
+    """Max global gradient norm of the RL parameters (0 disables clipping; the norm is still logged)."""
+    hidden: int = 512
+    """Hidden width of the MLP head on the encoder features."""
+    normalize_advantage: bool = False
+    """Standardise advantages per minibatch (the paper's Atari runs did not)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.clip < 0 or self.grad_clip < 0:
+            raise ValueError(f"lr must be > 0 and clip, grad_clip >= 0; got {self.lr}, {self.clip}, {self.grad_clip}")
+        if self.epochs < 1 or self.minibatches < 1 or self.hidden < 1:
+            raise ValueError("epochs, minibatches and hidden must be >= 1, got "
+                             f"{self.epochs}, {self.minibatches}, {self.hidden}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+
+
+class ActorCritic(nn.Module):
+    """Encoder -> flattened features -> MLP(hidden) -> (n_actions logits, 1 value)."""
+
+    def __init__(self, encoder: ConvEncoder, n_actions: int, hidden: int = 512):
+        super().__init__()
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        self.encoder = encoder
+        self.n_actions = n_actions
+        self.head = mlp(encoder.feature_dim, [hidden], n_actions + 1)
+        with torch.no_grad():
+            # Small policy-output weights give a near-uniform first policy: Kaiming-scaled logits
+            # would start PPO from an arbitrary, nearly deterministic policy that explores little.
+            self.head[-1].weight[:n_actions].mul_(0.01)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] observations -> [B, feature_dim] flattened encoder features."""
+        return self.encoder(obs).flatten(1)
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, feature_dim] -> (logits [B, n_actions], value [B])."""
+        out = self.head(features)
+        return out[:, : self.n_actions], out[:, self.n_actions]
+
+
+def policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped surrogate -E[min(r A, clamp(r, 1 - clip, 1 + clip) A)], and the fraction of clipped ratios."""
+    ratio = torch.exp(logp - old_logp)
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    clipped = ((ratio - 1).abs() > clip).float().mean()
+    return -surrogate.mean(), clipped
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """0.5 * E[(V - R)^2] (unclipped)."""
+    return 0.5 * (values - returns).pow(2).mean()
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the categorical distributions with these logits."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    return -(logp_all.exp() * logp_all).sum(-1).mean()
+
+
+def ppo_loss(
+    logits: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor], clip: float,
+    value_coef: float, entropy_coef: float, normalize_advantage: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss pi + value_coef * V - entropy_coef * H on a minibatch from ``Rollout.minibatches``."""
+    logp = F.log_softmax(logits, dim=-1).gather(1, batch["actions"][:, None]).squeeze(1)
+    adv = batch["advantages"]
+    if normalize_advantage:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    pi_loss, clip_fraction = policy_loss(logp, batch["logp"], adv, clip)
+    v_loss = value_loss(values, batch["returns"])
+    entropy = categorical_entropy(logits)
+    loss = pi_loss + value_coef * v_loss - entropy_coef * entropy
+    with torch.no_grad():
+        log_ratio = logp - batch["logp"]
+        approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()  # non-negative, low-variance KL estimate
+    return loss, {
+        "rl/loss": loss.detach(), "rl/policy_loss": pi_loss.detach(), "rl/value_loss": v_loss.detach(),
+        "rl/entropy": entropy.detach(), "rl/approx_kl": approx_kl, "rl/clip_fraction": clip_fraction,
+    }
+
+
+@dataclass
+class Act:
+    """What ``PPOAgent.act`` returns for a batch of observations."""
+
+    action: torch.Tensor
+    """[N] int64."""
+    logp: torch.Tensor
+    """[N] log-probability of the action."""
+    value: torch.Tensor
+    """[N] value estimate."""
+    policy_input: torch.Tensor
+    """What the rollout stores for the update: the observation, or its detached features (see ``caches_features``)."""
+
+
+class PPOAgent:
+    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume."""
+
+    def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
+                 device: torch.device | str = "cpu"):
+        self.net = net.to(device)
+        self.mode = EncoderMode(mode)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        if self.mode is EncoderMode.frozen:
+            self.net.encoder.requires_grad_(False)  # nothing, RL or UL, may change a frozen encoder
+        self.optimizer = torch.optim.Adam(self.rl_parameters(), lr=cfg.lr)
+        self.iterations = 0
+        """PPO updates (one per rollout) done so far."""
+        self.gradient_steps = 0
+
+    def rl_parameters(self) -> list[nn.Parameter]:
+        """What the RL optimizer owns: the heads, plus the encoder only when RL trains it."""
+        params = list(self.net.head.parameters())
+        if self.mode is EncoderMode.end_to_end:
+            params += list(self.net.encoder.parameters())
+        return params
+
+    @property
+    def caches_features(self) -> bool:
+        """Store features instead of pixels in the rollout.
+
+        When the RL loss cannot reach the encoder, the features computed while acting are exactly
+        what the PPO epochs would recompute, provided the encoder does not change in between —
+        the loop runs UL updates only after the RL update, so it does not.
+        """
+        return self.mode is not EncoderMode.end_to_end
+
+    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape (per sample) and dtype of ``Act.policy_input``, for ``Rollout.empty``."""
+        if self.caches_features:
+            return (self.net.encoder.feature_dim,), torch.float32
+        return self.net.encoder.in_shape, torch.uint8
+
+    def _obs(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, device=self.device)
+
+    def _heads(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values from stored policy inputs, with the mode's gradient split applied."""
+        features = inputs if self.caches_features else self.net.features(inputs)
+        return self.net.heads(rl_features(features, self.mode))
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor | np.ndarray, *, greedy: bool = False,
+            generator: torch.Generator | None = None) -> Act:
+        """Sample (or, with ``greedy``, take the most likely) actions for a batch of observations."""
+        features = self.net.features(self._obs(obs))
+        logits, value = self.net.heads(features)
+        logp_all = F.log_softmax(logits, dim=-1)
+        if greedy:
+            action = logits.argmax(dim=-1)
+        else:
+            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+        logp = logp_all.gather(1, action[:, None]).squeeze(1)
+        return Act(action, logp, value, features if self.caches_features else self._obs(obs))
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """[N] value estimates."""
+        return self.net.heads(self.net.features(self._obs(obs)))[1]
+
+    def update(self, rollout: Rollout, progress: float = 0.0,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+        """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
+        which sets the annealed learning rate and ratio clip."""
+        cfg = self.cfg
+        scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
+        lr, clip = cfg.lr * scale, cfg.clip * scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        params = self.rl_parameters()
+        advantages, returns = rollout.advantages(cfg.gamma, cfg.gae_lambda)
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        for _ in range(cfg.epochs):
+            for batch in rollout.minibatches(advantages, returns, cfg.minibatches, generator):
+                logits, values = self._heads(batch["inputs"])
+                loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
+                                         cfg.normalize_advantage)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"PPO loss is {loss.item()} at iteration {self.iterations} "
+                        f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
+                        f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
+                        "check the learning rate, the rewards and the observations for NaN/inf"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self.optimizer.step()
+                metrics["rl/grad_norm"] = grad_norm.detach()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        self.iterations += 1
+        self.gradient_steps += n
+        out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))  # one device sync
+        var_ret = returns.var()
+        out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
+        out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimizer and counters: everything needed to resume the agent."""
+        return {
+            "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("mode", self.mode.value) != self.mode.value:
+            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iterations = int(state["iterations"])
+        self.gradient_steps = int(state["gradient_steps"])

@@ -1,0 +1,450 @@
+"""Online PPO from pixels on vector envs with discrete actions, optionally with an online UL objective.
+
+Each iteration: collect ``horizon`` steps from ``num_envs`` envs, then one PPO update (epochs x
+minibatches over the rollout), then this iteration's UL updates. UL runs *after* RL so that in
+decoupled/frozen mode the features stored while acting are exactly what the PPO epochs would
+recompute (see ``PPOAgent.caches_features``).
+
+The paper's Atari variants are switches of one config:
+  RL only      mode=end_to_end, ul=none
+  ATC-init     mode=end_to_end, encoder_path=<exported ATC encoder>, ul=none
+               (or in-loop: ul_schedule=front, ul_front_updates=10000, ul_updates=0, both starts 1e5)
+  RL+ATC       mode=end_to_end, ul=atc
+  ATC only     mode=decoupled, ul=atc (the defaults)
+  frozen       mode=frozen, encoder_path=<exported encoder>, ul=none
+
+UL replay layout: one FIFO ``Replay`` per env, each holding ``ul_replay_size / num_envs`` single
+frames written step by step from the rollouts; a UL batch draws an equal share from every env's
+replay. Samples never cross an env's write cursor (positives past it are masked as invalid).
+With UL on, the agent acts uniformly at random and PPO does not update before ``rl_start_steps``.
+A resumed run starts fresh episodes and an empty UL replay; everything else is restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.data.replay import Replay
+from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.rl.modes import EncoderMode
+from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
+from atcrl.rl.rollout import Rollout
+from atcrl.train.sac_loop import resolve_device
+from atcrl.ul.atc import ATC_PRESETS, ATCConfig
+from atcrl.ul.base import Objective
+from atcrl.ul.optim import ULOptimConfig, make_ul_optimizer, ul_step
+
+MetricsHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class PPOLoopConfig:
+    """One online PPO run; defaults are the paper's Atari settings (Pong, "ATC only": decoupled + ATC)."""
+
+    env: str = "atari:Pong"
+    """Environment spec for make_vec_env (discrete actions)."""
+    mode: EncoderMode = EncoderMode.decoupled
+    """Who trains the conv: end_to_end (PPO loss), decoupled (UL only), frozen (nobody)."""
+    steps: int = 25_000_000
+    """Total agent steps (env steps = agent steps x action repeat)."""
+    num_envs: int = 16
+    """Parallel envs."""
+    horizon: int = 128
+    """Steps per env per iteration (an iteration is num_envs x horizon agent steps)."""
+    clip_rewards: bool = True
+    """Learn from sign(reward) (Atari); the logged episode return is always the raw score."""
+    image_size: int = 84
+    """Square observation side in pixels."""
+    action_repeat: int = 0
+    """Env steps per agent step; 0 = the family's default (Atari: frame skip 4)."""
+    frame_stack: int = 0
+    """Stacked frames per observation; 0 = the family's default (Atari: 4)."""
+    encoder: str = "atari"
+    """Conv architecture for a fresh encoder ("atari", "dmc", "dmlab")."""
+    encoder_path: str = ""
+    """Exported encoder to start from (.safetensors/.json or directory): frozen mode, or ATC-init end-to-end."""
+    ul: str = "atc"
+    """Online UL objective training the conv ("none" = no UL; see atcrl.ul.registry). Required when decoupled."""
+    atc: ATCConfig = ATC_PRESETS["atari"]
+    """Config of the ATC family (atc, ac, ats); other objectives use their registry defaults."""
+    ul_updates: int = 6
+    """UL updates per iteration at the start of UL training (see ul_schedule)."""
+    ul_schedule: Literal["quadratic", "linear", "constant", "front"] = "quadratic"
+    """How UL updates per iteration decay to 0 at the end of training; "front" does ul_front_updates in
+    the first UL iteration and ul_updates in every later one."""
+    ul_front_updates: int = 10_000
+    """UL updates of the first UL iteration with ul_schedule="front" (in-loop ATC-init)."""
+    ul_start_steps: int = 50_000
+    """Agent steps collected before UL updates begin."""
+    rl_start_steps: int = 100_000
+    """Agent steps before PPO updates begin, acting uniformly at random until then, so UL gets a head
+    start; without UL (ul=none) RL starts at once."""
+    ul_replay_size: int = 100_000
+    """Most recent agent steps kept for UL (split evenly over the envs)."""
+    ul_lr: float = 1e-3
+    """Peak UL learning rate (Adam)."""
+    ul_lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """UL learning-rate schedule over all UL updates of the run."""
+    ul_grad_clip: float = 10.0
+    """Max UL gradient norm (0 = no clipping)."""
+    log_every: int = 1
+    """Iterations between metric reports."""
+    seed: int = 0
+    """Seeds torch, the envs, action sampling, minibatch order and UL sampling."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Agent hyperparameters."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", EncoderMode(self.mode))
+        if min(self.num_envs, self.horizon, self.log_every) < 1 or self.steps < 0:
+            raise ValueError("num_envs, horizon and log_every must be >= 1 and steps >= 0")
+        if min(self.ul_updates, self.ul_front_updates, self.ul_start_steps, self.rl_start_steps) < 0:
+            raise ValueError("ul_updates, ul_front_updates, ul_start_steps and rl_start_steps must be >= 0")
+        if self.ul_schedule not in ("quadratic", "linear", "constant", "front"):
+            raise ValueError(f"unknown ul_schedule {self.ul_schedule!r}")
+        has_ul = self.ul != "none"
+        if self.mode is EncoderMode.decoupled and not has_ul:
+            raise ValueError("decoupled mode trains the conv only with UL: set ul (e.g. atc), or use "
+                             "mode=frozen for a fixed encoder")
+        if self.mode is EncoderMode.frozen and has_ul:
+            raise ValueError("a frozen encoder is never updated: set ul=none (or mode=decoupled to train it by UL)")
+        if has_ul and self.ul_replay_size < 2 * self.num_envs:
+            raise ValueError(f"ul_replay_size {self.ul_replay_size} is too small for {self.num_envs} envs")
+
+    @property
+    def batch_steps(self) -> int:
+        """Agent steps per iteration."""
+        return self.num_envs * self.horizon
+
+    @property
+    def iterations(self) -> int:
+        return math.ceil(self.steps / self.batch_steps)
+
+    def start_iterations(self) -> tuple[int, int]:
+        """(first UL iteration, first RL iteration): an iteration i starts after i * batch_steps steps."""
+        if self.ul == "none":
+            return self.iterations + 1, 0
+        ul_itr = self.ul_start_steps // self.batch_steps
+        rl_itr = self.rl_start_steps // self.batch_steps
+        if rl_itr == ul_itr and self.rl_start_steps > 0:
+            rl_itr += 1  # UL, when it starts with RL, gets one iteration first (in-loop ATC-init)
+        return ul_itr, rl_itr
+
+    def ul_updates_at(self, itr: int) -> int:
+        """UL updates in iteration ``itr``: the schedule decays from ul_updates at the first UL
+        iteration towards 0 one iteration past the end of training."""
+        first, _ = self.start_iterations()
+        if itr < first:
+            return 0
+        if self.ul_schedule == "front":
+            return self.ul_front_updates if itr == first else self.ul_updates
+        remaining = (self.iterations + 1 - itr) / (self.iterations + 1 - first)  # 1 -> ~0
+        power = {"quadratic": 2, "linear": 1, "constant": 0}[self.ul_schedule]
+        return round(self.ul_updates * remaining**power)
+
+
+class OnlineUL:
+    """Per-env FIFO replays of the rollouts and the objective that trains the conv from them."""
+
+    def __init__(self, objective: Objective, cfg: PPOLoopConfig, frame_shape: tuple[int, ...],
+                 frame_stack: int, device: torch.device):
+        self.objective = objective
+        self.cfg = cfg
+        self.device = device
+        capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
+        self.replays = [Replay(capacity, frame_shape, frame_stack=frame_stack, action_dtype=np.int64)
+                        for _ in range(cfg.num_envs)]
+        self.frame_channels = frame_shape[0]
+        total = sum(cfg.ul_updates_at(i) for i in range(cfg.iterations))
+        self.optimizer, self.scheduler = make_ul_optimizer(objective, ULOptimConfig(
+            lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, total), schedule=cfg.ul_lr_schedule,
+            grad_clip=cfg.ul_grad_clip))
+        self.updates = 0
+
+    def add_first(self, obs: np.ndarray) -> None:
+        for replay, o in zip(self.replays, obs):
+            replay.add_first(o[-self.frame_channels:])
+
+    def add_step(self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray,
+                 truncated: np.ndarray, final_obs: np.ndarray | None) -> None:
+        """One vector step; an ended episode stores its final frame, then the reset frame opens the next."""
+        C = self.frame_channels
+        for i, replay in enumerate(self.replays):
+            done = terminated[i] or truncated[i]
+            last = final_obs[i] if done else next_obs[i]
+            replay.add_step(actions[i], float(rewards[i]), last[-C:], bool(terminated[i]), bool(truncated[i]))
+            if done:
+                replay.add_first(next_obs[i][-C:])
+
+    def sample(self, rng: np.random.Generator) -> PairBatch | SequenceBatch:
+        """The objective's batch, an equal share (+-1) from every env's replay."""
+        need = self.objective.sampling
+        E = len(self.replays)
+        shares = [need.batch_size // E + (i < need.batch_size % E) for i in range(E)]
+        parts = []
+        for replay, n in zip(self.replays, shares):
+            if n == 0:
+                continue
+            if need.kind == "pairs":
+                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t))
+            else:
+                parts.append(replay.sample_sequences(n, rng, length=need.length))
+        cls = type(parts[0])
+        # Sequences are time-major [T, B, ...] except their per-sequence task ids [B].
+        dim = {f.name: (1 if cls is SequenceBatch and f.name != "task" else 0) for f in dataclasses.fields(cls)}
+        return cls(**{name: torch.cat([getattr(p, name) for p in parts], dim=d) for name, d in dim.items()})
+
+    def update(self, n: int, rng: np.random.Generator) -> dict[str, float]:
+        """``n`` UL updates; metrics averaged over them."""
+        sums: dict[str, float] = {}
+        for _ in range(n):
+            batch = self.sample(rng).to(self.device, non_blocking=True)
+            for k, v in ul_step(self.objective, self.optimizer, self.scheduler, batch, self.cfg.ul_grad_clip).items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.updates += n
+        return {k: v / n for k, v in sums.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.updates = int(state["updates"])
+
+
+@dataclass
+class PPORun:
+    """Everything one run holds; ``train`` advances it, ``state_dict`` captures it (without env and replay)."""
+
+    cfg: PPOLoopConfig
+    env: Any
+    agent: PPOAgent
+    ul: OnlineUL | None
+    device: torch.device
+    frame_channels: int
+    action_repeat: int
+    iteration: int = 0
+    """PPO iterations done (agent steps = iteration x batch_steps)."""
+    episodes: int = 0
+    """Training episodes finished."""
+    obs: np.ndarray | None = None
+    """Current observations of the vector env; None = reset before acting."""
+    episode_return: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """[num_envs] raw score so far of each env's current episode."""
+    episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """[num_envs] agent steps so far of each env's current episode."""
+
+    @property
+    def step(self) -> int:
+        """Agent steps taken."""
+        return self.iteration * self.cfg.batch_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"agent": self.agent.state_dict(), "iteration": self.iteration,
+                                 "episodes": self.episodes}
+        if self.ul is not None:
+            state["ul"] = self.ul.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a run; envs restart their episodes and the UL replay refills from empty."""
+        self.agent.load_state_dict(state["agent"])
+        self.iteration, self.episodes = int(state["iteration"]), int(state["episodes"])
+        if self.ul is not None:
+            self.ul.load_state_dict(state["ul"])
+        self.obs = None
+
+
+def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPORun:
+    """Vector env, encoder (given, loaded from cfg.encoder_path, or fresh), agent and online UL."""
+    from atcrl.envs import env_meta, make_vec_env
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    env = make_vec_env(cfg.env, cfg.num_envs, seed=cfg.seed, image_size=cfg.image_size,
+                       frame_stack=cfg.frame_stack or None, action_repeat=cfg.action_repeat or None)
+    meta = env_meta(env)
+    if not meta.discrete:
+        raise ValueError(f"PPO here needs discrete actions, but {cfg.env} has continuous ones; train it with SAC")
+    obs_shape = tuple(env.single_observation_space.shape)
+    if encoder is None and cfg.encoder_path:
+        from atcrl.checkpoint import load_encoder
+
+        encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
+    if encoder is None:
+        if cfg.mode is EncoderMode.frozen:
+            raise ValueError("frozen mode needs a pretrained encoder: set encoder_path to an exported encoder")
+        encoder = ConvEncoder(cfg.encoder, obs_shape)  # type: ignore[arg-type]
+    check_input(encoder, obs_shape)
+    net = ActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden)
+    agent = PPOAgent(net, cfg.mode, cfg.ppo, device)
+    ul = None
+    if cfg.ul != "none":
+        from atcrl.ul.registry import make_objective
+
+        ul_cfg = cfg.atc if cfg.ul in ("atc", "ac", "ats") else None
+        objective = make_objective(cfg.ul, agent.net.encoder, ul_cfg).to(device)
+        if objective.encoder is not agent.net.encoder:
+            raise ValueError("the UL objective must train the agent's own conv (objective.encoder is not it)")
+        frame_shape = (meta.frame_channels, *obs_shape[1:])
+        ul = OnlineUL(objective, cfg, frame_shape, meta.frame_stack, device)
+    return PPORun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat)
+
+
+def _seeded(seed: int, itr: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one purpose in one iteration: a resumed run draws the same numbers."""
+    return torch.Generator(device).manual_seed(int(np.random.SeedSequence([seed, itr, stream]).generate_state(1)[0]))
+
+
+def collect(run: PPORun, rollout: Rollout | None) -> list[tuple[float, int]]:
+    """Step the envs ``horizon`` times; fill ``rollout`` (None = act uniformly, store nothing for RL)
+    and the UL replay. Returns the (raw score, length) of every episode that ended."""
+    cfg, agent, env = run.cfg, run.agent, run.env
+    N = cfg.num_envs
+    if run.obs is None:
+        run.obs, _ = env.reset(seed=cfg.seed + 7919 * run.iteration)
+        run.episode_return, run.episode_length = np.zeros(N), np.zeros(N, np.int64)
+        if run.ul is not None:
+            run.ul.add_first(run.obs)
+    act_gen = _seeded(cfg.seed, run.iteration, 0, run.device)
+    n_actions = agent.net.n_actions
+    finished: list[tuple[float, int]] = []
+    for t in range(cfg.horizon):
+        if rollout is None:
+            actions = torch.randint(n_actions, (N,), generator=act_gen, device=run.device)
+        else:
+            out = agent.act(torch.from_numpy(run.obs), generator=act_gen)
+            actions = out.action
+            rollout.inputs[t], rollout.actions[t] = out.policy_input, actions
+            rollout.logp[t], rollout.values[t] = out.logp, out.value
+        actions_np = actions.cpu().numpy()
+        next_obs, reward, terminated, truncated, info = env.step(actions_np)
+        done = terminated | truncated
+        final_obs = info.get("final_obs") if done.any() else None
+        if rollout is not None:
+            learn = np.sign(reward) if cfg.clip_rewards else reward
+            rollout.rewards[t] = torch.as_tensor(learn, dtype=torch.float32)
+            rollout.terminated[t] = torch.as_tensor(terminated)
+            rollout.truncated[t] = torch.as_tensor(truncated)
+            cut = np.flatnonzero(truncated & ~terminated)
+            rollout.final_values[t] = 0.0
+            if cut.size:  # bootstrap a time-limit cut from the final observation's value
+                rollout.final_values[t, torch.as_tensor(cut, device=run.device)] = agent.value(
+                    np.stack([final_obs[i] for i in cut]))
+        if run.ul is not None:
+            run.ul.add_step(actions_np, reward, next_obs, terminated, truncated, final_obs)
+        run.episode_return += reward
+        run.episode_length += 1
+        for i in np.flatnonzero(done):
+            finished.append((float(run.episode_return[i]), int(run.episode_length[i])))
+            run.episode_return[i], run.episode_length[i] = 0.0, 0
+        run.obs = next_obs
+    if rollout is not None:
+        rollout.last_values = agent.value(torch.from_numpy(run.obs))
+    run.episodes += len(finished)
+    return finished
+
+
+def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple[float, int]]]:
+    """One iteration: collect, PPO update (once RL has started), UL updates (once UL has started).
+
+    Returns the iteration's metrics and the (raw score, length) of the episodes that ended in it."""
+    cfg, itr = run.cfg, run.iteration
+    rl_on = itr >= cfg.start_iterations()[1]
+    t0 = time.perf_counter()
+    finished = collect(run, rollout if rl_on else None)
+    t1 = time.perf_counter()
+    metrics: dict[str, float] = {}
+    if rl_on:
+        metrics.update(run.agent.update(rollout, progress=itr / cfg.iterations,
+                                        generator=_seeded(cfg.seed, itr, 1)))
+    t2 = time.perf_counter()
+    n_ul = cfg.ul_updates_at(itr) if run.ul is not None else 0
+    if n_ul:
+        metrics.update(run.ul.update(n_ul, np.random.default_rng([cfg.seed, itr, 2])))
+    t3 = time.perf_counter()
+    run.iteration += 1
+    metrics.update({
+        "ul/updates_this_iteration": float(n_ul), "perf/steps_per_s": cfg.batch_steps / max(t3 - t0, 1e-9),
+        "perf/collect_s": t1 - t0, "perf/rl_s": t2 - t1, "perf/ul_s": t3 - t2,
+    })
+    return metrics, finished
+
+
+def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
+          on_iteration: Callable[[PPORun], None] | None = None) -> list[tuple[int, dict[str, float]]]:
+    """Run from ``run.iteration`` to the end; returns every (agent step, metrics) report.
+
+    on_metrics(step, metrics) gets averages over each ``log_every`` iterations: rl/episode_return is
+    the mean raw score of the episodes that ended in them; counters (rl/episodes, ul/updates,
+    perf/env_steps) are their current values. on_iteration(run) is called after every iteration
+    (e.g. to checkpoint); a FloatingPointError from a NaN loss ends the run before it.
+    """
+    cfg = run.cfg
+    shape, dtype = run.agent.policy_input_spec()
+    rollout = Rollout.empty(cfg.horizon, cfg.num_envs, shape, dtype, run.device)
+    history: list[tuple[int, dict[str, float]]] = []
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    episodes: list[tuple[float, int]] = []
+    while run.iteration < cfg.iterations:
+        metrics, finished = iterate(run, rollout)
+        episodes += finished
+        for k, v in metrics.items():
+            sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+        if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
+            report = {k: sums[k] / counts[k] for k in sums}
+            if episodes:
+                report["rl/episode_return"] = float(np.mean([r for r, _ in episodes]))
+                report["rl/episode_length"] = float(np.mean([n for _, n in episodes]))
+            report.update({"rl/episodes": float(run.episodes), "perf/env_steps": float(run.step * run.action_repeat)})
+            if run.ul is not None:
+                report["ul/updates"] = float(run.ul.updates)
+            history.append((run.step, report))
+            if on_metrics is not None:
+                on_metrics(run.step, report)
+            sums.clear(), counts.clear(), episodes.clear()
+        if on_iteration is not None:
+            on_iteration(run)
+    return history
+
+
+def train_ppo(cfg: PPOLoopConfig, *, on_metrics: MetricsHook | None = None, **build_kwargs: Any
+              ) -> tuple[PPORun, list[tuple[int, dict[str, float]]]]:
+    """Build a run and train it to the end; returns the run and its metric history."""
+    run = build_run(cfg, **build_kwargs)
+    return run, train(run, on_metrics=on_metrics)
+
+
+@torch.no_grad()
+def evaluate(agent: PPOAgent, env: Any, episodes: int, *, greedy: bool = False, seed: int = 0) -> list[float]:
+    """Raw scores of the first ``episodes`` episodes the agent finishes on a vector env.
+
+    With several envs, episodes that end sooner are over-represented when they vary in length;
+    use a single env (or episodes a multiple of num_envs with fixed-length episodes) for unbiased scores.
+    """
+    obs, _ = env.reset(seed=seed)
+    gen = torch.Generator(agent.device).manual_seed(seed)
+    totals, scores = np.zeros(env.num_envs), []
+    while len(scores) < episodes:
+        action = agent.act(torch.from_numpy(obs), greedy=greedy, generator=gen).action.cpu().numpy()
+        obs, reward, terminated, truncated, _ = env.step(action)
+        totals += reward
+        for i in np.flatnonzero(terminated | truncated):
+            scores.append(float(totals[i]))
+            totals[i] = 0.0
+    return scores[:episodes]

@@ -1,0 +1,380 @@
+"""Online SAC from pixels: act, store, update; in decoupled mode also one UL update per RL update.
+
+``build_run`` makes everything a run holds (envs, agent, replay, UL objective and optimizer);
+``train`` drives it to ``cfg.steps`` agent steps and reports metrics through a callback;
+``train_sac`` does both. A run's ``state_dict`` holds what resuming needs apart from the replay.
+
+Acting: for the first ``warmup_steps`` agent steps the action is tanh of a Gaussian with a fixed
+std (``sac.warmup_std``) around the untrained actor's mean; afterwards the learned policy samples
+and every agent step is followed by one SAC update (and, in decoupled mode, one UL update).
+Evaluation runs deterministic episodes (tanh of the mean) on a separate env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from atcrl.data.batches import TransitionBatch
+from atcrl.data.replay import Replay
+from atcrl.envs.meta import EnvMeta
+from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.rl.modes import EncoderMode
+from atcrl.rl.sac import SACAgent, SACConfig
+from atcrl.ul.base import Objective
+from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, ul_step
+
+MetricsHook = Callable[[int, dict[str, float]], None]
+
+# Paper run lengths in agent steps after the warm-up (PAPER.md, "SAC for DMC").
+REFERENCE_STEPS = {"cartpole-swingup": 37_500, "ball_in_cup-catch": 75_000, "cheetah-run": 250_000,
+                   "walker-walk": 250_000, "hopper-hop": 250_000}
+
+
+@dataclass(frozen=True)
+class SACLoopConfig:
+    """One online SAC run; defaults are the paper's DMControl settings (cartpole-swingup, decoupled ATC)."""
+
+    env: str = "dmc:cartpole-swingup"
+    """Environment spec for make_env (continuous actions in [-1, 1])."""
+    mode: EncoderMode = EncoderMode.decoupled
+    """Who trains the conv: end_to_end (critic loss), decoupled (UL only), frozen (nobody)."""
+    steps: int = 47_500
+    """Total agent steps including the warm-up (env steps = agent steps x action repeat)."""
+    warmup_steps: int = 10_000
+    """Agent steps acting with the fixed warm-up std before RL (and UL) updates start."""
+    batch_size: int = 256
+    """SAC minibatch size (cheetah: 512)."""
+    replay_capacity: int = 100_000
+    """Replay size in observations."""
+    n_step: int = 1
+    """n-step return for the critic target."""
+    discount: float = 0.99
+    """Discount gamma."""
+    image_size: int = 84
+    """Square observation side in pixels."""
+    action_repeat: int = 0
+    """Env steps per agent step; 0 = the task's default (cartpole 8; cheetah, ball_in_cup, reacher 4; walker, finger 2)."""
+    frame_stack: int = 0
+    """Stacked frames per observation; 0 = the family's default (3 for DMC)."""
+    fast_render: bool = False
+    """DMC: render without shadows, reflections and multisampling (faster; pixels differ from the paper's)."""
+    encoder: str = "dmc"
+    """Conv architecture for a fresh encoder ("dmc", "atari", "dmlab")."""
+    encoder_path: str = ""
+    """Exported encoder to start from (.safetensors/.json or directory); required in frozen mode."""
+    latent_replay: bool = True
+    """Frozen mode: store the conv's float16 output instead of pixels and use the sub-pixel shift."""
+    ul: str = "atc"
+    """UL objective training the conv in decoupled mode (see atcrl.ul.registry)."""
+    ul_batch_size: int = 0
+    """UL batch; 0 = batch_size, which lets ATC reuse the critic's shifted (obs, next_obs) minibatch."""
+    ul_lr: float = 1e-3
+    """Peak UL learning rate (Adam)."""
+    ul_schedule: Literal["cosine", "constant"] = "cosine"
+    """UL learning-rate schedule over the run's updates: "cosine" (to 0 at the end) or "constant"."""
+    ul_grad_clip: float = 10.0
+    """Max UL gradient norm (0 = no clipping)."""
+    eval_every: int = 1000
+    """Agent steps between evaluations (also at step 0 and at the end); 0 = only at the end."""
+    eval_episodes: int = 10
+    """Deterministic episodes per evaluation."""
+    log_every: int = 1000
+    """Agent steps between training-metric reports (averages over the interval)."""
+    seed: int = 0
+    """Seeds torch, the replay sampler and the envs (the eval env gets seed + 10000)."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """Agent hyperparameters."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", EncoderMode(self.mode))
+        if self.steps < 0 or not 0 <= self.warmup_steps:
+            raise ValueError(f"steps and warmup_steps must be >= 0, got {self.steps}, {self.warmup_steps}")
+        if self.batch_size < 1 or self.ul_batch_size < 0 or self.n_step < 1:
+            raise ValueError("batch_size and n_step must be >= 1 and ul_batch_size >= 0")
+        if self.replay_capacity < self.batch_size + 1:
+            raise ValueError(f"replay_capacity {self.replay_capacity} cannot hold a batch of {self.batch_size}")
+        if self.eval_every < 0 or self.eval_episodes < 0 or self.log_every < 1:
+            raise ValueError("eval_every and eval_episodes must be >= 0, log_every >= 1")
+
+
+def paper_config(env: str = "dmc:cartpole-swingup", **overrides: Any) -> SACLoopConfig:
+    """The paper's settings for a DMC task: reference run length, and batch 512 / lr 2e-4 for cheetah."""
+    task = env.split(":", 1)[-1]
+    values: dict[str, Any] = {"env": env}
+    if task in REFERENCE_STEPS:
+        values["steps"] = REFERENCE_STEPS[task] + SACLoopConfig.warmup_steps
+    if task.startswith("cheetah"):
+        values.update(batch_size=512, sac=SACConfig(q_lr=2e-4, pi_lr=2e-4))
+    return SACLoopConfig(**{**values, **overrides})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class SACRun:
+    """Everything one run holds; ``train`` advances it, ``state_dict`` captures it (without the replay)."""
+
+    cfg: SACLoopConfig
+    env: Any
+    eval_env: Any
+    meta: EnvMeta
+    agent: SACAgent
+    replay: Replay
+    objective: Objective | None
+    ul_optimizer: torch.optim.Optimizer | None
+    ul_scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    rng: np.random.Generator
+    act_generator: torch.Generator
+    step: int = 0
+    """Agent steps taken."""
+    episodes: int = 0
+    """Training episodes finished."""
+    evaluated_at: int = -1
+    """Step of the last evaluation (a resumed run does not repeat it)."""
+    obs: Any = None
+    """The current policy input (pixels, or a latent in latent mode); None = reset before acting."""
+    _out: TransitionBatch | None = field(default=None, repr=False)
+
+    @property
+    def reuses_rl_batch(self) -> bool:
+        """Whether the UL objective trains on the critic's shifted (obs, next_obs) minibatch."""
+        need = None if self.objective is None else self.objective.sampling
+        return (need is not None and need.kind == "pairs" and need.delta_t == 1 == self.cfg.n_step
+                and need.batch_size == self.cfg.batch_size and hasattr(self.objective, "loss_from_features"))
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "agent": self.agent.state_dict(), "step": self.step, "episodes": self.episodes,
+            "evaluated_at": self.evaluated_at, "rng": self.rng.bit_generator.state, "act_generator": self.act_generator.get_state(),
+        }
+        if self.objective is not None:
+            state["objective"] = self.objective.state_dict()
+            state["ul_optimizer"] = self.ul_optimizer.state_dict()
+            state["ul_scheduler"] = self.ul_scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a run; the replay starts empty, so updates wait until it holds a batch again."""
+        self.agent.load_state_dict(state["agent"])
+        self.step, self.episodes = int(state["step"]), int(state["episodes"])
+        self.evaluated_at = int(state["evaluated_at"])
+        self.rng.bit_generator.state = state["rng"]
+        self.act_generator.set_state(state["act_generator"])
+        if self.objective is not None:
+            self.objective.load_state_dict(state["objective"])
+            self.ul_optimizer.load_state_dict(state["ul_optimizer"])
+            self.ul_scheduler.load_state_dict(state["ul_scheduler"])
+        self.obs = None
+
+
+def _make_envs(cfg: SACLoopConfig):
+    from atcrl.envs import env_meta, make_env
+
+    kwargs = {"image_size": cfg.image_size, "action_repeat": cfg.action_repeat or None,
+              "frame_stack": cfg.frame_stack or None, "fast_render": cfg.fast_render}
+    env = make_env(cfg.env, seed=cfg.seed, **kwargs)
+    meta = env_meta(env)
+    if meta.discrete:
+        raise ValueError(f"SAC needs continuous actions, but {cfg.env} has discrete ones; train it with PPO")
+    return env, make_env(cfg.env, seed=cfg.seed + 10_000, **kwargs), meta
+
+
+def build_run(
+    cfg: SACLoopConfig, *, encoder: ConvEncoder | None = None,
+    objective_factory: Callable[[ConvEncoder], Objective] | None = None,
+) -> SACRun:
+    """Envs, encoder (given, loaded from cfg.encoder_path, or fresh), agent, replay and UL objective.
+
+    objective_factory: builds the decoupled-mode objective around the agent's conv (default: the
+    registry's ``cfg.ul`` with its default config, batch size set to the UL batch).
+    """
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    env, eval_env, meta = _make_envs(cfg)
+    obs_shape = tuple(env.observation_space.shape)
+    if encoder is None and cfg.encoder_path:
+        from atcrl.checkpoint import load_encoder
+
+        encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
+    if encoder is None:
+        if cfg.mode is EncoderMode.frozen:
+            raise ValueError("frozen mode needs a pretrained encoder: set encoder_path to an exported encoder")
+        encoder = ConvEncoder(cfg.encoder, obs_shape)  # type: ignore[arg-type]
+    check_input(encoder, obs_shape)
+    latent = cfg.mode is EncoderMode.frozen and cfg.latent_replay
+    action_shape = tuple(env.action_space.shape)
+    agent = SACAgent(encoder, int(np.prod(action_shape)), cfg.mode, cfg.sac, latent_obs=latent, device=device)
+    if latent:  # one latent per stacked observation: nothing to stack at sample time
+        replay = Replay(cfg.replay_capacity, encoder.feature_shape, frame_stack=1, action_shape=action_shape,
+                        frame_dtype=np.float16)
+    else:
+        k = meta.frame_stack
+        replay = Replay(cfg.replay_capacity, (obs_shape[0] // k, *obs_shape[1:]), frame_stack=k,
+                        action_shape=action_shape)
+    objective = ul_opt = ul_sched = None
+    if cfg.mode is EncoderMode.decoupled:
+        objective = (objective_factory or _default_objective(cfg))(agent.encoder).to(device)
+        if objective.encoder is not agent.encoder:
+            raise ValueError("the UL objective must train the agent's own conv (objective.encoder is not it)")
+        ul_cfg = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, cfg.steps - cfg.warmup_steps),
+                               schedule=cfg.ul_schedule, grad_clip=cfg.ul_grad_clip)
+        ul_opt, ul_sched = make_ul_optimizer(objective, ul_cfg)
+    return SACRun(cfg, env, eval_env, meta, agent, replay, objective, ul_opt, ul_sched,
+                  np.random.default_rng(cfg.seed), torch.Generator(device).manual_seed(cfg.seed))
+
+
+def _default_objective(cfg: SACLoopConfig) -> Callable[[ConvEncoder], Objective]:
+    from atcrl.ul.registry import default_config, make_objective
+
+    ul_cfg = default_config(cfg.ul)
+    if dataclasses.is_dataclass(ul_cfg) and any(f.name == "batch_size" for f in dataclasses.fields(ul_cfg)):
+        ul_cfg = dataclasses.replace(ul_cfg, batch_size=cfg.ul_batch_size or cfg.batch_size)
+    return lambda encoder: make_objective(cfg.ul, encoder, ul_cfg)
+
+
+def _policy_input(run: SACRun, obs: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """(what the agent acts on, what the replay stores) for a stacked pixel observation."""
+    pixels = torch.from_numpy(np.ascontiguousarray(obs))
+    if run.agent.latent_obs:  # the frozen conv runs once per observation, here
+        z = run.agent.latent(pixels[None])[0].cpu()
+        return z, z.numpy()
+    return pixels, obs[-run.replay.frame_shape[0]:]
+
+
+def evaluate(run: SACRun, episodes: int) -> dict[str, float]:
+    """Mean/std return and mean length of deterministic episodes on the eval env."""
+    returns, lengths = [], []
+    for _ in range(episodes):
+        obs, _ = run.eval_env.reset()
+        total, length, done = 0.0, 0, False
+        while not done:
+            action = run.agent.act(_policy_input(run, obs)[0], "deterministic")
+            obs, reward, terminated, truncated, _ = run.eval_env.step(action)
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+            "eval/length_mean": float(np.mean(lengths))}
+
+
+def update(run: SACRun) -> dict[str, float]:
+    """One SAC update and, in decoupled mode, one UL update (on the same minibatch when it can)."""
+    cfg, agent = run.cfg, run.agent
+    batch = run.replay.sample_transitions(cfg.batch_size, run.rng, n_step=cfg.n_step, gamma=cfg.discount,
+                                          out=run._out)
+    if run._out is None and agent.device.type == "cuda":
+        run._out = TransitionBatch(**{f.name: getattr(batch, f.name).pin_memory()
+                                      for f in dataclasses.fields(batch)})
+    batch = agent.prepare(batch)
+    reuse = run.reuses_rl_batch
+    metrics, features = agent.update(batch, keep_graph=reuse)
+    if run.objective is None:
+        return metrics
+    if reuse:
+        # Anchor = shifted obs (its conv pass is shared with the critic), positive = shifted next_obs;
+        # with 1-step transitions next_obs always lies inside the episode, so every row is valid.
+        loss, ul_metrics = run.objective.loss_from_features(features, batch.next_obs)  # type: ignore[attr-defined]
+        ul_metrics.update(apply_ul_loss(run.objective, run.ul_optimizer, run.ul_scheduler, loss, cfg.ul_grad_clip))
+    else:
+        need = run.objective.sampling
+        if need.kind == "pairs":
+            ul_batch = run.replay.sample_pairs(need.batch_size, run.rng, delta_t=need.delta_t)
+        else:
+            ul_batch = run.replay.sample_sequences(need.batch_size, run.rng, length=need.length)
+        ul_batch = ul_batch.to(agent.device, non_blocking=True)
+        ul_metrics = ul_step(run.objective, run.ul_optimizer, run.ul_scheduler, ul_batch, cfg.ul_grad_clip)
+    return {**metrics, **ul_metrics}
+
+
+def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
+          on_checkpoint: Callable[[SACRun], None] | None = None) -> list[tuple[int, dict[str, float]]]:
+    """Run from ``run.step`` to ``cfg.steps`` agent steps; returns every (step, metrics) report.
+
+    on_metrics(step, metrics) gets interval averages of the training metrics (rl/, ul/, perf/) every
+    ``log_every`` steps and the eval/ metrics at each evaluation. on_checkpoint(run) is called
+    after each evaluation; an exception (e.g. FloatingPointError from a NaN loss) ends the run
+    before any further callback, so a diverged run is never checkpointed.
+    """
+    cfg, agent, replay = run.cfg, run.agent, run.replay
+    repeat = run.meta.action_repeat
+    history: list[tuple[int, dict[str, float]]] = []
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    returns: list[float] = []
+    episode_return, tick, tick_step = 0.0, time.perf_counter(), run.step
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        history.append((step, metrics))
+        if on_metrics is not None:
+            on_metrics(step, metrics)
+
+    def evaluate_now(step: int) -> None:
+        nonlocal tick
+        start = time.perf_counter()
+        run.evaluated_at = step
+        if cfg.eval_episodes > 0:
+            report(step, {**evaluate(run, cfg.eval_episodes), "perf/env_steps": float(step * repeat)})
+        if on_checkpoint is not None:
+            on_checkpoint(run)
+        tick += time.perf_counter() - start  # training throughput excludes evaluation and checkpoints
+
+    while run.step < cfg.steps:
+        if cfg.eval_every and run.step % cfg.eval_every == 0 and run.evaluated_at != run.step:
+            evaluate_now(run.step)
+        if run.obs is None:
+            obs, _ = run.env.reset()
+            run.obs, frame = _policy_input(run, obs)
+            replay.add_first(frame)
+            episode_return = 0.0
+        warm = run.step < cfg.warmup_steps
+        action = agent.act(run.obs, "warmup" if warm else "sample", run.act_generator)
+        obs, reward, terminated, truncated, _ = run.env.step(action)
+        run.obs, frame = _policy_input(run, obs)
+        replay.add_step(action, float(reward), frame, bool(terminated), bool(truncated))
+        episode_return += float(reward)
+        if terminated or truncated:
+            run.obs, run.episodes = None, run.episodes + 1
+            returns.append(episode_return)
+        run.step += 1
+        if not warm and replay.num_transitions >= cfg.batch_size:
+            for k, v in update(run).items():
+                sums[k] += v
+                counts[k] += 1
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            now = time.perf_counter()
+            metrics = {k: sums[k] / counts[k] for k in sums}
+            if returns:
+                metrics["rl/episode_return"] = float(np.mean(returns))
+            metrics.update({"perf/steps_per_s": (run.step - tick_step) / max(now - tick, 1e-9),
+                            "perf/env_steps": float(run.step * repeat), "rl/episodes": float(run.episodes),
+                            "rl/updates": float(agent.updates)})
+            report(run.step, metrics)
+            sums.clear()
+            counts.clear()
+            returns.clear()
+            tick, tick_step = now, run.step
+    if run.evaluated_at != run.step:
+        evaluate_now(run.step)
+    return history
+
+
+def train_sac(cfg: SACLoopConfig, *, on_metrics: MetricsHook | None = None, **build_kwargs: Any
+              ) -> tuple[SACRun, list[tuple[int, dict[str, float]]]]:
+    """Build a run and train it to the end; returns the run and its metric history."""
+    run = build_run(cfg, **build_kwargs)
+    return run, train(run, on_metrics=on_metrics)
+
