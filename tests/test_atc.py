@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from atcrl.data.batches import PairBatch
+from atcrl.data.dataset import open_dataset
 from atcrl.data.episode import Episode
 from atcrl.data.replay import Replay
 from atcrl.envs import make_env
 from atcrl.nets.encoders import ConvEncoder
+from atcrl.train.collect import collect_episodes, random_policy
 from atcrl.ul.atc import ATC, ATC_PRESETS, ATCConfig, ac_config, ats_config
 from atcrl.ul.base import Objective
 from atcrl.ul.optim import ULOptimConfig, lr_factor, make_ul_optimizer, ul_step
@@ -335,22 +338,12 @@ def test_non_finite_loss_raises_before_touching_the_weights():
 # --- it learns ------------------------------------------------------------------------------------
 
 
-def record_random_episodes(spec: str, n: int, image_size: int, seed: int) -> list[Episode]:
-    """Single-frame episodes of a uniformly random policy."""
-    env = make_env(spec, seed=seed, frame_stack=1, image_size=image_size)
-    env.action_space.seed(seed)
-    episodes = []
-    for _ in range(n):
-        obs, info = env.reset()
-        frames, physics, actions, rewards = [obs], [info["physics"]], [], []
-        done = (False, False)
-        while not any(done):
-            action = env.action_space.sample()
-            obs, reward, *done, info = env.step(action)
-            frames.append(obs), physics.append(info["physics"]), actions.append(action), rewards.append(reward)
-        episodes.append(Episode(np.stack(frames), np.asarray(actions), np.asarray(rewards, np.float32),
-                                terminated=done[0], truncated=done[1], physics=np.stack(physics), task=spec))
-    return episodes
+def record_random_episodes(spec: str, n: int, image_size: int, seed: int, root: Path) -> list[Episode]:
+    """Single-frame episodes of a uniformly random policy, recorded the way `atcrl collect` records them."""
+    space = make_env(spec, image_size=image_size).action_space
+    path = collect_episodes(spec, n, random_policy(space), out=root / "episodes", seed=seed,
+                            image_size=image_size, progress=False)
+    return open_dataset(path).load_all()
 
 
 @torch.no_grad()
@@ -361,10 +354,11 @@ def held_out_accuracy(atc: ATC, replay: Replay, batches: int, seed: int) -> floa
                           for _ in range(batches)]))
 
 
-def test_atc_learns_temporal_contrast_on_tiny_catch_far_above_chance():
+def test_atc_learns_temporal_contrast_on_tiny_catch_far_above_chance(tmp_path):
     torch.manual_seed(0)
     # 100 episodes (~1000 frames) of a 10x10 falling-ball game drawn at 32x32, 2 stacked frames.
-    replay = Replay.from_episodes(record_random_episodes("tiny:catch", 100, image_size=32, seed=0), frame_stack=2)
+    episodes = record_random_episodes("tiny:catch", 100, image_size=32, seed=0, root=tmp_path)
+    replay = Replay.from_episodes(episodes, frame_stack=2)
     cfg = ATCConfig(batch_size=64, latent_size=32, predictor_hidden=64, shift_pad=2)  # pad 4 at 84 px ~ 2 at 32 px
     atc = ATC(ConvEncoder("dmc", (2, 32, 32)), cfg)
     updates = 120

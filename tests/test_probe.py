@@ -1,10 +1,28 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from atcrl.checkpoint import export_encoder
+from atcrl.cli import main as atcrl
+from atcrl.data.dataset import DatasetWriter, open_dataset
 from atcrl.data.episode import Episode, stack_indices, stacked_frames
+from atcrl.envs import make_env
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.train.probe import encode_episodes, fit_ridge, linear_probe, r2_scores, split_episodes
+from atcrl.train.collect import collect_episodes, random_policy
+from atcrl.train.probe import (
+    encode_episodes,
+    fit_ridge,
+    kernel_ridge_predict,
+    linear_probe,
+    moments,
+    r2_scores,
+    ridge_from_moments,
+    split_episodes,
+)
+from atcrl.train.probe_cli import subsample
 
 
 def test_ridge_recovers_linear_map_and_r2_is_near_one():
@@ -22,7 +40,7 @@ def test_ridge_recovers_linear_map_and_r2_is_near_one():
 def test_ridge_dual_form_matches_primal():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(30, 50)), rng.normal(size=(30, 2))
-    w_dual, b_dual = fit_ridge(x, y, 3.0)  # d > n: dual path
+    w_dual, _ = fit_ridge(x, y, 3.0)  # d > n: dual path
     xc, yc = x - x.mean(0), y - y.mean(0)
     w_primal = np.linalg.solve(xc.T @ xc + 3.0 * np.eye(50), xc.T @ yc)
     np.testing.assert_allclose(w_dual, w_primal, atol=1e-8)
@@ -73,3 +91,124 @@ def test_encode_episodes_pairs_each_frame_with_its_state_and_requires_physics():
     eps[0].physics = None
     with pytest.raises(ValueError, match="physics"):
         encode_episodes(enc, eps, frame_stack=3)
+
+
+# --- kernel-form ridge, feature scaling, frame subsampling --------------------------------------
+
+
+def test_kernel_ridge_predicts_what_the_primal_fit_predicts():
+    rng = np.random.default_rng(5)
+    x, y, x_eval = rng.normal(size=(40, 300)) + 2.0, rng.normal(size=(40, 3)), rng.normal(size=(7, 300))
+    alphas = (1e-2, 1.0, 100.0)
+    for alpha, predicted in zip(alphas, kernel_ridge_predict(x @ x.T, x_eval @ x.T, y, alphas)):
+        w, b = fit_ridge(x, y, alpha)
+        np.testing.assert_allclose(predicted, x_eval @ w + b, rtol=1e-6, atol=1e-8)
+
+
+def test_moment_sums_give_the_same_fit_as_the_rows():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(90, 12)) + 1.0, rng.normal(size=(90, 2))
+    parts = [moments(x[:40], y[:40]), moments(x[40:], y[40:])]
+    summed = tuple(a + b for a, b in zip(*parts))
+    for alpha, (w, b) in zip((1e-3, 10.0), ridge_from_moments(summed, (1e-3, 10.0))):
+        w_ref, b_ref = fit_ridge(x, y, alpha)
+        np.testing.assert_allclose(w, w_ref, atol=1e-8)
+        np.testing.assert_allclose(b, b_ref, atol=1e-8)
+
+
+def test_wide_features_use_the_kernel_form_and_still_recover_a_linear_signal():
+    # Like conv features: many dimensions, all driven by a few underlying factors (plus noise).
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(300, 4))
+    x = z @ rng.normal(size=(4, 2000)) + 0.5 * rng.normal(size=(300, 2000))
+    y = z[:, :2] @ np.array([[1.0, 0.5], [-2.0, 1.0]])
+    res = linear_probe((x[:200], y[:200]), (x[200:], y[200:]))
+    assert res.n_train == 200 and min(res.r2) > 0.9
+
+
+def test_a_unit_silent_in_training_frames_cannot_blow_up_test_predictions():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(400, 30))
+    y = x[:, :2].copy()
+    x[:300, 29] = 0.0
+    x[5, 29] = 1e-4  # fires once, faintly, in training: its std is ~5e-6
+    x[300:, 29] = 5.0  # and strongly in every test frame
+    for alpha in (1e-3, 1.0, 100.0):
+        assert min(linear_probe((x[:300], y[:300]), (x[300:], y[300:]), alphas=(alpha,)).r2) > 0.9
+
+
+def test_subsample_spreads_frames_evenly_over_episodes():
+    lengths = [10, 30, 60]
+    assert [len(t) for t in subsample(lengths, 1000)] == lengths
+    times = subsample(lengths, 20)
+    assert sum(len(t) for t in times) == 20 and [len(t) for t in times] == [2, 6, 12]
+    assert all(t.min() >= 0 and t.max() < n and len(set(t)) == len(t) for t, n in zip(times, lengths))
+
+
+# --- atcrl probe ---------------------------------------------------------------------------------
+
+
+def record(root, spec="tiny:point", episodes=8, seed=0, size=32):
+    space = make_env(spec, image_size=size).action_space
+    return collect_episodes(spec, episodes, random_policy(space), out=root, seed=seed, image_size=size,
+                            progress=False)
+
+
+@pytest.fixture(scope="module")
+def point(tmp_path_factory):
+    return record(tmp_path_factory.mktemp("probe") / "point")
+
+
+def run_probe_cli(*args):
+    return atcrl(["probe", *map(str, args)])
+
+
+def test_cli_probes_every_physics_dim_on_held_out_episodes_and_writes_json(point, tmp_path, capsys):
+    assert run_probe_cli("--encoder", "random", "--data", point, "--out", tmp_path / "r.json") == 0
+    printed = capsys.readouterr().out
+    assert "random dmc encoder (seed 0)" in printed and "6 train / 2 test episodes" in printed
+    body = json.loads((tmp_path / "r.json").read_text())
+    task = body["tasks"]["tiny:point"]
+    assert len(task["r2"]) == 4 and task["n_train"] == 6 * 51 and task["n_test"] == 2 * 51
+    assert f"{task['mean_r2']:7.3f}" in printed and body["mean_r2"] == task["mean_r2"]
+    assert task["frames_fraction"] == 1.0
+
+
+def test_cli_random_encoder_is_the_one_pretrain_exports_for_objective_random(point, tmp_path):
+    assert atcrl(["pretrain", "--data", str(point), "--objective", "random", "--seed", "3",
+                  "--out", str(tmp_path / "run"), "--no-tensorboard"]) == 0
+    assert run_probe_cli("--encoder", tmp_path / "run", "--data", point, "--out", tmp_path / "a.json") == 0
+    assert run_probe_cli("--encoder", "random", "--seed", "3", "--data", point, "--out", tmp_path / "b.json") == 0
+    a, b = (json.loads((tmp_path / f).read_text())["tasks"]["tiny:point"] for f in ("a.json", "b.json"))
+    assert a["r2"] == b["r2"]
+    assert run_probe_cli("--encoder", "random", "--seed", "4", "--data", point, "--out", tmp_path / "c.json") == 0
+    assert json.loads((tmp_path / "c.json").read_text())["tasks"]["tiny:point"]["r2"] != a["r2"]
+
+
+def test_cli_max_frames_subsamples(point, tmp_path, capsys):
+    assert run_probe_cli("--encoder", "random", "--data", point, "--max-frames", "100",
+                         "--out", tmp_path / "r.json") == 0
+    task = json.loads((tmp_path / "r.json").read_text())["tasks"]["tiny:point"]
+    assert task["n_train"] + task["n_test"] == 100 and task["frames_fraction"] == pytest.approx(100 / 408)
+    assert "25% of frames" in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_problem(point, tmp_path, capsys):
+    def fails(*args, needles):
+        assert run_probe_cli(*args) == 2
+        err = capsys.readouterr().err
+        assert all(n in err for n in needles), err
+
+    export_encoder(ConvEncoder("dmc", (9, 40, 40)), tmp_path / "enc40", objective="test", data=[])
+    fails("--encoder", tmp_path / "enc40", "--data", point, needles=["(9, 40, 40)", "(9, 32, 32)"])
+    fails("--encoder", tmp_path / "missing", "--data", point, needles=["missing"])
+    one = record(tmp_path / "one", episodes=1)
+    fails("--encoder", "random", "--data", one, needles=["at least 2 episodes", "tiny:point"])
+    ds = open_dataset(point)
+    writer = DatasetWriter(tmp_path / "blind", replace(ds.meta, physics_dim=None))
+    for ep in ds:
+        writer.add(replace(ep, physics=None))
+    fails("--encoder", "random", "--data", tmp_path / "blind", needles=["no physics state", "blind"])
+    catch = record(tmp_path / "catch", "tiny:catch", episodes=2)
+    fails("--encoder", "random", "--data", point, catch, needles=["different observation shapes"])
+    fails("--encoder", "random", "--data", tmp_path / "nowhere", needles=["no dataset at"])

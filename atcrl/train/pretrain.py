@@ -54,9 +54,10 @@ from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
 from atcrl.progress import Progress
+from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, resolve_device, wrap_for_ddp
 from atcrl.ul.base import Objective, SamplingNeed
-from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer
+from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, trainable_parameters
 from atcrl.ul.registry import default_config, make_objective
 
 KIND = "pretrain"
@@ -78,7 +79,11 @@ class PretrainConfig:
     data: tuple[str, ...]
     """Dataset directories (atcrl episode format). Several, or one holding several tasks, train one multi-task encoder."""
     objective: str = "atc"
-    """UL objective: atc, ac, ats, cpc, stdim, vae, pixel-control, inverse."""
+    """UL objective: atc, ac, ats, cpc, stdim, vae, pixel-control, inverse, or random (exports the untrained
+    encoder drawn from --seed, so the random baseline goes through the same pipeline as the others)."""
+    objective_args: tuple[str, ...] = ()
+    """Other settings of the objective's config as NAME=VALUE, e.g. `--objective-args length=8 crop=32`
+    (field names as in its config dataclass; --batch-size and --delta-t have their own flags)."""
     preset: Literal["dmc", "atari", "dmlab"] | None = "dmc"
     """Paper settings: encoder, Δt, batch, updates, shift probability, latent size, lr schedule. Δt, batch,
     latent and shift apply to atc/ac/ats; other objectives keep their own defaults for those."""
@@ -152,12 +157,22 @@ def resolve_settings(cfg: PretrainConfig) -> Settings:
         raise PretrainError(f"objective {cfg.objective!r} is not available: {e}") from e
     if preset is not None and cfg.objective in ("atc", "ac", "ats"):
         obj_cfg = preset.atc  # make_objective turns an ATCConfig into the ac/ats variant
-    overrides = {k: v for k, v in (("batch_size", cfg.batch_size), ("delta_t", cfg.delta_t)) if v is not None}
+    if cfg.objective == "random" and obj_cfg.seed is None:
+        obj_cfg = dataclasses.replace(obj_cfg, seed=cfg.seed)  # weights depend on the seed alone
+    try:
+        overrides = parse_overrides(obj_cfg, cfg.objective_args, what=f"objective {cfg.objective!r}")
+    except ValueError as e:
+        raise PretrainError(f"--objective-args: {e}") from e
+    overrides.update({k: v for k, v in (("batch_size", cfg.batch_size), ("delta_t", cfg.delta_t)) if v is not None})
     if overrides:
         known = {f.name for f in dataclasses.fields(obj_cfg)} if dataclasses.is_dataclass(obj_cfg) else set()
         if unknown := sorted(set(overrides) - known):
-            raise PretrainError(f"objective {cfg.objective!r} has no setting {', '.join(unknown)}")
-        obj_cfg = dataclasses.replace(obj_cfg, **overrides)
+            raise PretrainError(f"objective {cfg.objective!r} has no setting {', '.join(unknown)}"
+                                f"{'; it has ' + ', '.join(sorted(known)) if known else ''}")
+        try:
+            obj_cfg = dataclasses.replace(obj_cfg, **overrides)
+        except (TypeError, ValueError) as e:
+            raise PretrainError(f"objective {cfg.objective!r}: {e}") from e
     base = preset.optim if preset else ULOptimConfig()
     total = cfg.updates or base.total_updates
     warmup = cfg.warmup_updates if cfg.warmup_updates is not None else min(base.warmup_updates, total // 10)
@@ -175,6 +190,10 @@ class Data:
     in_shape: tuple[int, int, int]
     """Stacked observation shape (frame_stack * C, H, W)."""
     tasks: list[str]
+    action_dim: int | None
+    """Number of discrete actions, or the size of a continuous action (the largest over tasks, as the
+    multi-task replay pads to it); None when a discrete dataset does not record its number of actions."""
+    discrete_actions: bool
 
 
 def load_data(cfg: PretrainConfig) -> Data:
@@ -207,7 +226,20 @@ def load_data(cfg: PretrainConfig) -> Data:
     except ValueError as e:
         raise PretrainError(f"{_names(cfg)}: {e}") from e
     c, h, w = first.meta.frame_shape
-    return Data(train_replay, val_replay, (k * c, h, w), list(by_task))
+    action_dim, discrete = _action_space(datasets)
+    return Data(train_replay, val_replay, (k * c, h, w), list(by_task), action_dim, discrete)
+
+
+def _action_space(datasets: list[EpisodeDataset]) -> tuple[int | None, bool]:
+    """What objectives that read actions are told: discrete -> number of actions, continuous -> vector size.
+
+    The replays already agree on discrete vs continuous. Across tasks the largest size is used: the
+    multi-task replay zero-pads smaller continuous actions, and smaller discrete sets are index ranges
+    inside the largest one.
+    """
+    discrete = datasets[0].meta.discrete
+    sizes = [ds.meta.num_actions if discrete else int(np.prod(ds.meta.action_shape)) for ds in datasets]
+    return (None if None in sizes else max(sizes)), discrete
 
 
 def _layout(ds: EpisodeDataset) -> tuple:
@@ -268,7 +300,9 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         encoder = ConvEncoder(settings.encoder, data.in_shape)
     except ValueError as e:
         raise PretrainError(f"{_names(cfg)}: {e}") from e
-    objective = make_objective(cfg.objective, encoder, settings.objective).to(device)
+    objective = _build_objective(cfg, settings, encoder, data).to(device)
+    if not trainable_parameters(objective):  # the random-encoder baseline
+        return _export_untrained(cfg, settings, data, objective, out, dist)
     need: SamplingNeed = objective.sampling
     if need.batch_size % dist.world_size:
         raise PretrainError(f"the global batch {need.batch_size} does not split evenly over "
@@ -305,7 +339,8 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                    enabled=dist.is_main)
     window = _Window()
     val_metrics: dict[str, float] = {}
-    grad_clip = settings.optim.grad_clip
+    # Objectives that carry their own clip (CPC: 1000) override the optimizer setting.
+    grad_clip = getattr(settings.objective, "grad_clip", settings.optim.grad_clip)
     try:
         for update in range(start, stop):
             t0 = time.perf_counter()
@@ -337,6 +372,31 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                    "tasks": data.tasks, "objective_config": _plain(settings.objective), **val_metrics},
         )
         print(f"exported encoder to {path}", file=sys.stderr)
+    dist.barrier()
+    return 0
+
+
+def _build_objective(cfg: PretrainConfig, settings: Settings, encoder: ConvEncoder, data: Data) -> Objective:
+    try:
+        return make_objective(cfg.objective, encoder, settings.objective, action_dim=data.action_dim,
+                              discrete_actions=data.discrete_actions)
+    except ValueError as e:
+        why = ""
+        if data.action_dim is None and "action" in str(e):
+            why = " (its meta.json does not record num_actions, the size of the discrete action set)"
+        raise PretrainError(f"objective {cfg.objective!r} cannot be built for {_names(cfg)}{why}: {e}") from e
+
+
+def _export_untrained(cfg: PretrainConfig, settings: Settings, data: Data, objective: Objective, out: Path,
+                      dist: Dist) -> int:
+    """An objective with nothing to train (the random baseline): write the run info, export the initial weights."""
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_info(out, cfg, settings, data, dist)
+        path = export_encoder(objective.encoder, out, objective=cfg.objective, data=list(cfg.data),
+                              extra={"updates": 0, "preset": cfg.preset, "seed": cfg.seed, "tasks": data.tasks,
+                                     "objective_config": _plain(settings.objective)})
+        print(f"objective {cfg.objective} trains nothing; exported its untrained encoder to {path}", file=sys.stderr)
     dist.barrier()
     return 0
 
@@ -392,7 +452,7 @@ def _plain(value: Any) -> Any:
 
 
 def _write_run_info(out: Path, cfg: PretrainConfig, settings: Settings, data: Data, dist: Dist) -> None:
-    info = {"config": plain_config(cfg), "encoder": settings.encoder, "in_shape": list(data.in_shape),
+    info = {"kind": KIND, "config": plain_config(cfg), "encoder": settings.encoder, "in_shape": list(data.in_shape),
             "objective_config": _plain(settings.objective), "optim": plain_config(settings.optim),
             "tasks": data.tasks, "world_size": dist.world_size,
             "train_steps": data.train.num_transitions,

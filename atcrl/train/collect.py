@@ -1,0 +1,228 @@
+"""Record episodes of a policy acting in an env into an atcrl dataset.
+
+    atcrl collect --env dmc:cartpole-swingup --episodes 20 --out data/cartpole --policy random
+
+Each episode is written as soon as it ends (one atomically renamed file), so an interrupted run
+loses at most the episode in progress. Episode k of a task is always played with seeds derived
+from (seed, k): re-running the same command with ``--append`` keeps the episodes already on disk
+and records only the missing ones, and the result equals what the uninterrupted run would have
+written. ``--episodes`` is therefore the number of episodes of that task the dataset should hold.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from atcrl.data.dataset import DatasetError, DatasetWriter, episode_files, meta_from_env, read_meta
+from atcrl.data.episode import Episode
+from atcrl.envs import env_meta, make_env
+from atcrl.progress import Progress
+
+Policy = Callable[[np.ndarray, np.random.Generator], Any]
+"""(stacked uint8 observation [k * C, H, W], rng) -> action: an int for discrete envs, a float array otherwise."""
+
+
+class CollectError(ValueError):
+    """Collection cannot start as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Record episodes of a policy into an atcrl dataset (one file per finished episode)."""
+
+    env: str
+    """Env spec, e.g. dmc:cartpole-swingup, atari:Pong, tiny:point (see `atcrl envs`)."""
+    episodes: int
+    """Episodes of this task the dataset should hold; with --append, those already there count."""
+    out: str
+    """Dataset directory (created; must be empty unless --append)."""
+    policy: Literal["random"] = "random"
+    """Acting policy when no --checkpoint is given: "random" draws uniform actions."""
+    checkpoint: str | None = None
+    """A trained agent's checkpoint to act with instead of --policy."""
+    seed: int = 0
+    """Seed of every episode's env reset and policy randomness (episode k uses (seed, k))."""
+    image_size: int = 84
+    """Side of the square frames in pixels."""
+    fast_render: bool = False
+    """DMC: no shadows, reflections or multisampling (faster; pixels differ from the default rendering)."""
+    max_steps: int | None = None
+    """Cut episodes after this many agent steps (recorded as truncated); None = the env's own limit."""
+    append: bool = False
+    """Add to an existing dataset: keep its episodes and record only the missing ones."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def random_policy(space: gym.Space) -> Policy:
+    """Uniform actions from ``space`` (Discrete or Box), drawn from the rng the collector passes."""
+    if isinstance(space, gym.spaces.Discrete):
+        n, start = int(space.n), int(space.start)
+        return lambda obs, rng: start + int(rng.integers(n))
+    if isinstance(space, gym.spaces.Box):
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise CollectError(f"a uniform random policy needs a bounded Box action space, got {space}")
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        return lambda obs, rng: rng.uniform(low, high).astype(np.float32)
+    raise CollectError(f"no random policy for action space {space} (only Discrete and Box)")
+
+
+def load_policy(checkpoint: str | Path) -> Policy:
+    """A trained agent's deterministic policy, loaded from its checkpoint.
+
+    Extension point: this is the one place that turns an agent checkpoint into a ``Policy``.
+    It should load the checkpoint (atcrl.checkpoint.load_checkpoint with the agent's kind),
+    rebuild the agent, and return ``lambda obs, rng: agent.act(obs)``; collection needs nothing else.
+    """
+    raise CollectError(
+        f"cannot collect with checkpoint {checkpoint}: collection from a trained agent needs "
+        "`atcrl train` (not built yet); use --policy random for now"
+    )
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _episode_seeds(seed: int, k: int) -> tuple[int, np.random.Generator]:
+    """(env reset seed, policy rng) of episode k: a function of (seed, k) only, so resuming reproduces them."""
+    env_seq, policy_seq = np.random.SeedSequence([seed, k]).spawn(2)
+    return int(env_seq.generate_state(1)[0]), np.random.default_rng(policy_seq)
+
+
+def record_episode(
+    env: gym.Env, policy: Policy, *, reset_seed: int, rng: np.random.Generator, frame_channels: int,
+    discrete: bool, with_physics: bool, task: str, max_steps: int | None = None,
+) -> Episode:
+    """Play one episode; keep the newest frame of each observation (stacks are rebuilt at read time)."""
+    obs, info = env.reset(seed=reset_seed)
+    frames, physics, actions, rewards = [obs[-frame_channels:]], [info.get("physics")], [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        action = policy(obs, rng)
+        obs, reward, terminated, truncated, info = env.step(action)
+        frames.append(obs[-frame_channels:])
+        physics.append(info.get("physics"))
+        actions.append(action)
+        rewards.append(reward)
+        if max_steps is not None and len(actions) >= max_steps and not terminated:
+            truncated = True
+    if with_physics and any(p is None for p in physics):
+        raise CollectError(f"{task} stopped reporting info['physics'] mid-episode; cannot record its state")
+    action_array = (np.asarray(actions, np.int64) if discrete
+                    else np.asarray(actions, np.float32).reshape(len(actions), *env.action_space.shape))
+    return Episode(
+        frames=np.stack(frames), actions=action_array, rewards=np.asarray(rewards, np.float32),
+        terminated=bool(terminated), truncated=bool(truncated),
+        physics=np.stack(physics).astype(np.float64) if with_physics else None, task=task,
+    )
+
+
+def collect_episodes(
+    spec: str, n_episodes: int, policy: Policy, *, out: str | Path, seed: int = 0, image_size: int = 84,
+    fast_render: bool = False, append: bool = False, progress: bool = True, max_steps: int | None = None,
+    policy_name: str = "custom",
+) -> Path:
+    """Record episodes of ``policy`` in env ``spec`` until ``out`` holds ``n_episodes`` of that task.
+
+    Returns the dataset directory. Without ``append`` the directory must be new (or empty); with it,
+    episodes already recorded for this task are kept and count towards ``n_episodes``.
+    """
+    if n_episodes < 1:
+        raise CollectError(f"n_episodes must be >= 1, got {n_episodes}")
+    out = Path(out)
+    env = make_env(spec, seed=seed, image_size=image_size, fast_render=fast_render)
+    try:
+        info = env_meta(env)
+        notes = {"policy": policy_name, "seed": seed, "fast_render": fast_render}
+        meta = meta_from_env(env, extra={"collect": notes})
+        if append:
+            _check_same_rendering(out, fast_render)
+        try:
+            writer = DatasetWriter(out, meta, append=append)
+        except DatasetError as e:
+            hint = "" if append else " (pass --append to add to it)"
+            raise CollectError(f"{e}{hint}") from e
+        done = _episodes_of_task(out, info.spec)
+        if done >= n_episodes:
+            print(f"{out} already holds {done} episodes of {info.spec}; nothing to record", file=sys.stderr)
+            return out
+        bar = Progress(n_episodes, initial=done, desc=f"collect {info.spec} (episodes)",
+                       show=("return", "steps"), enabled=progress, interval=10.0)
+        with bar:
+            for k in range(done, n_episodes):
+                reset_seed, rng = _episode_seeds(seed, k)
+                episode = record_episode(
+                    env, policy, reset_seed=reset_seed, rng=rng, frame_channels=info.frame_channels,
+                    discrete=info.discrete, with_physics=info.physics_dim is not None, task=info.spec,
+                    max_steps=max_steps,
+                )
+                writer.add(episode)
+                bar.update(1, {"return": float(episode.rewards.sum()), "steps": len(episode)})
+    finally:
+        env.close()
+    return out
+
+
+def _episodes_of_task(root: Path, task: str) -> int:
+    from atcrl.data.dataset import read_array
+
+    return sum(str(read_array(path, "task")) == task for _, path in episode_files(root))
+
+
+def _check_same_rendering(root: Path, fast_render: bool) -> None:
+    """Refuse to mix fast and default DMC rendering in one dataset: the pixels differ."""
+    if not (root / "meta.json").exists():
+        return
+    stored = read_meta(root).extra.get("collect", {})
+    if "fast_render" in stored and bool(stored["fast_render"]) != fast_render:
+        raise CollectError(
+            f"{root} was recorded with fast_render={stored['fast_render']}; appending with "
+            f"fast_render={fast_render} would mix two renderings. Pass the same --fast-render setting."
+        )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def run_collect(cfg: CollectConfig) -> int:
+    """``atcrl collect``: exit code 0 on success, 2 on bad input (the message says what)."""
+    try:
+        if cfg.checkpoint is not None:
+            policy, name = load_policy(cfg.checkpoint), f"checkpoint:{cfg.checkpoint}"
+        else:
+            policy, name = random_policy(_action_space(cfg)), cfg.policy
+        start = time.perf_counter()
+        out = collect_episodes(
+            cfg.env, cfg.episodes, policy, out=cfg.out, seed=cfg.seed, image_size=cfg.image_size,
+            fast_render=cfg.fast_render, append=cfg.append, max_steps=cfg.max_steps, policy_name=name,
+        )
+    except (CollectError, DatasetError, ValueError, ImportError) as e:
+        print(f"atcrl collect: error: {e}", file=sys.stderr)
+        return 2
+    print(f"dataset {out} ({time.perf_counter() - start:.1f} s); inspect it with `atcrl dataset info {out}`",
+          file=sys.stderr)
+    return 0
+
+
+def _action_space(cfg: CollectConfig) -> gym.Space:
+    # Building an env does not render or step it, so this costs only the model load.
+    env = make_env(cfg.env, image_size=cfg.image_size, fast_render=cfg.fast_render)
+    try:
+        return env.action_space
+    finally:
+        env.close()

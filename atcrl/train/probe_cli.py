@@ -1,0 +1,217 @@
+"""``atcrl probe``: how much of the physics state an encoder's features hold, on held-out episodes.
+
+    atcrl probe --encoder runs/atc/encoder.safetensors --data data/cartpole
+    atcrl probe --encoder random --arch dmc --seed 0 --data data/cartpole      # the baseline
+
+Each task is probed on its own (one ridge fit per task; physics vectors differ between tasks).
+Episodes, not frames, are split into train and test, so test frames come from episodes the probe
+never fitted. The split depends only on --split-seed, so two encoders probed with the same data
+and split seed are scored on the same episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atcrl.checkpoint import CheckpointError, atomic_write, encoder_info, load_encoder
+from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
+from atcrl.nets.encoders import ConvEncoder, EncoderName
+from atcrl.progress import Progress
+from atcrl.train.distributed import resolve_device
+from atcrl.train.probe import DEFAULT_ALPHAS, ProbeResult, encode_episodes, linear_probe, split_episodes
+from atcrl.ul.random_encoder import seeded_init
+
+RANDOM = "random"
+
+
+class ProbeError(ValueError):
+    """The probe cannot run on these inputs; the message says why."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear-probe an encoder: R² of each physics-state dimension from its features, on held-out episodes."""
+
+    encoder: str
+    """An exported encoder (directory, .safetensors or .json from `atcrl pretrain` / `atcrl export`), or
+    "random" for an untrained encoder of --arch drawn from --seed."""
+    data: tuple[str, ...]
+    """Dataset directories with physics state (e.g. recorded from dmc:* or tiny:* envs)."""
+    arch: EncoderName = "dmc"
+    """Architecture of the random encoder (ignored for an exported encoder, which records its own)."""
+    seed: int = 0
+    """Seed of the random encoder's weights (the same seed gives `atcrl pretrain --objective random`'s)."""
+    split_seed: int = 0
+    """Seed of the train/test split of each task's episodes."""
+    test_fraction: float = 0.25
+    """Fraction of each task's episodes held out for scoring (at least one)."""
+    max_frames: int = 20_000
+    """Encode at most this many frames per task, spread evenly over its episodes. Memory is about
+    2.5 x frames x features x 8 bytes: ~30 KB a frame for the DMC conv at 84 px (1,568 features),
+    ~60 KB for the Atari conv (3,136), so the default stays under ~1.3 GB."""
+    batch_size: int = 256
+    """Frames per encoder forward pass."""
+    device: str = "cpu"
+    """"cpu", "cuda", "cuda:N" or "auto"."""
+    out: str | None = None
+    """Also write the results as JSON to this file."""
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("give at least one dataset directory with --data")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.max_frames < 4 or self.batch_size < 1:
+            raise ValueError(f"max_frames must be >= 4 and batch_size >= 1, got {self.max_frames}, {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class TaskProbe:
+    """The probe of one task."""
+
+    task: str
+    result: ProbeResult
+    train_episodes: int
+    test_episodes: int
+    frames_fraction: float
+    """Fraction of the task's frames that were encoded (below 1 when --max-frames subsampled them)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def open_probe_data(paths: tuple[str, ...]) -> tuple[list[EpisodeDataset], tuple[int, int, int]]:
+    """Open the datasets, check they have physics and one observation layout; return it (k*C, H, W)."""
+    datasets = [open_dataset(p) for p in paths]
+    shapes = {}
+    for ds in datasets:
+        if ds.meta.physics_dim is None:
+            raise ProbeError(
+                f"dataset {ds.path} has no physics state (physics_dim is null in its meta.json); a probe "
+                "regresses the physics state, so record the data from an env that reports it (dmc:*, tiny:*)"
+            )
+        c, h, w = ds.meta.frame_shape
+        shapes[ds.path] = (ds.meta.frame_stack * c, h, w)
+    if len(set(shapes.values())) > 1:
+        listed = "; ".join(f"{p}: {s}" for p, s in shapes.items())
+        raise ProbeError(f"the datasets have different observation shapes (frame stack x channels, H, W): {listed}")
+    return datasets, next(iter(shapes.values()))
+
+
+def build_encoder(cfg: ProbeConfig, obs_shape: tuple[int, int, int]) -> tuple[ConvEncoder, str]:
+    """The encoder to probe and a one-line description of it."""
+    if cfg.encoder == RANDOM:
+        try:
+            encoder = ConvEncoder(cfg.arch, obs_shape)
+        except ValueError as e:
+            raise ProbeError(f"random encoder for observations {obs_shape}: {e}") from e
+        encoder.load_state_dict(seeded_init(encoder, cfg.seed))
+        return encoder, f"random {cfg.arch} encoder (seed {cfg.seed})"
+    try:
+        info = encoder_info(cfg.encoder)
+        encoder = load_encoder(cfg.encoder)
+    except (CheckpointError, ValueError) as e:
+        raise ProbeError(str(e)) from e
+    if encoder.in_shape != obs_shape:
+        raise ProbeError(
+            f"encoder {cfg.encoder} takes observations of shape {encoder.in_shape}, but the data gives "
+            f"{obs_shape} (frame stack x channels, height, width); probe it on data recorded like its training data"
+        )
+    return encoder, f"{info['arch']} encoder trained with {info.get('objective', '?')} ({cfg.encoder})"
+
+
+def subsample(lengths: list[int], max_frames: int) -> list[np.ndarray]:
+    """Per episode, the frame indices to keep: all, or ``max_frames`` spread evenly over all frames."""
+    total = sum(lengths)
+    if total <= max_frames:
+        return [np.arange(n) for n in lengths]
+    keep = np.unique(np.linspace(0, total - 1, max_frames).round().astype(np.int64))
+    starts = np.cumsum([0, *lengths])
+    return [keep[(keep >= a) & (keep < b)] - a for a, b in pairwise(starts)]
+
+
+def tasks_of(datasets: list[EpisodeDataset]) -> dict[str, list[tuple[EpisodeDataset, int]]]:
+    by_task: dict[str, list[tuple[EpisodeDataset, int]]] = {}
+    for ds in datasets:
+        for i, s in enumerate(ds.summaries):
+            by_task.setdefault(s.task or ds.path.name, []).append((ds, i))
+    return by_task
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def probe_task(
+    encoder: ConvEncoder, task: str, items: list[tuple[EpisodeDataset, int]], cfg: ProbeConfig,
+    device: torch.device,
+) -> TaskProbe:
+    try:
+        train_ids, test_ids = split_episodes(len(items), cfg.test_fraction, cfg.split_seed)
+    except ValueError as e:
+        raise ProbeError(f"task {task}: {e}; record more episodes") from e
+    frame_stack = items[0][0].meta.frame_stack
+    lengths = [items[i][0].summaries[items[i][1]].steps + 1 for i in range(len(items))]
+    times = subsample(lengths, cfg.max_frames)
+    total = sum(len(t) for t in times)
+    bar = Progress(total, desc=f"encode {task} (frames)", interval=10.0)
+
+    def encode(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        episodes = (items[i][0][items[i][1]] for i in ids)  # loaded from disk one at a time
+        return encode_episodes(encoder, episodes, frame_stack, batch_size=cfg.batch_size, device=device,
+                               times=[times[i] for i in ids], progress=bar.update)
+
+    try:
+        with bar:
+            train, test = encode(train_ids), encode(test_ids)
+        result = linear_probe(train, test)
+    except ValueError as e:  # e.g. --max-frames left a split without frames
+        raise ProbeError(f"task {task}: {e} (train episodes {len(train_ids)}, test {len(test_ids)}, "
+                         f"frames kept {total} of {sum(lengths)}; raise --max-frames)") from e
+    return TaskProbe(task, result, len(train_ids), len(test_ids), total / sum(lengths))
+
+
+def run_probe(cfg: ProbeConfig) -> int:
+    """``atcrl probe``: 0 on success, 2 on bad input (the message says what)."""
+    try:
+        datasets, obs_shape = open_probe_data(cfg.data)
+        encoder, described = build_encoder(cfg, obs_shape)
+        try:
+            device = resolve_device(cfg.device)
+        except ValueError as e:
+            raise ProbeError(str(e)) from e
+        probes = [probe_task(encoder, task, items, cfg, device) for task, items in tasks_of(datasets).items()]
+    except (ProbeError, DatasetError) as e:
+        print(f"atcrl probe: error: {e}", file=sys.stderr)
+        return 2
+    print(report(described, probes))
+    if cfg.out is not None:
+        body = {"encoder": cfg.encoder, "described": described, "data": [str(d.path) for d in datasets],
+                "config": asdict(cfg), "alphas": list(DEFAULT_ALPHAS),
+                "mean_r2": float(np.mean([p.result.mean_r2 for p in probes])),
+                "tasks": {p.task: {**asdict(p.result), "mean_r2": p.result.mean_r2, "train_episodes": p.train_episodes,
+                                   "test_episodes": p.test_episodes,
+                                   "frames_fraction": p.frames_fraction} for p in probes}}
+        atomic_write(cfg.out, lambda f: f.write((json.dumps(body, indent=2) + "\n").encode()))
+        print(f"wrote {Path(cfg.out)}", file=sys.stderr)
+    return 0
+
+
+def report(described: str, probes: list[TaskProbe]) -> str:
+    lines = [f"linear probe of the {described}"]
+    for p in probes:
+        r = p.result
+        sub = f", {p.frames_fraction:.0%} of frames" if p.frames_fraction < 1 else ""
+        lines.append(f"task {p.task}: {p.train_episodes} train / {p.test_episodes} test episodes "
+                     f"({r.n_train} / {r.n_test} frames{sub}), ridge alpha {r.alpha:g}")
+        lines += [f"  physics[{i}]  R^2 {v:7.3f}" for i, v in enumerate(r.r2)]
+        lines.append(f"  mean        R^2 {r.mean_r2:7.3f}")
+    if len(probes) > 1:
+        lines.append(f"mean over tasks R^2 {np.mean([p.result.mean_r2 for p in probes]):.3f}")
+    return "\n".join(lines)
