@@ -32,6 +32,14 @@ COMMANDS: dict[str, Command] = {
                                      "convert a local Minari dataset into an atcrl dataset"),
     "dataset export-minari": Command("atcrl.data.dataset_cli", "ExportMinariConfig", "run_export_minari",
                                      "write an atcrl dataset as a local Minari dataset"),
+    "pretrain": Command("atcrl.train.pretrain", "PretrainConfig", "run_pretrain",
+                        "pretrain an encoder with a UL objective on recorded episodes (DDP under torchrun)"),
+    "collect": Command("atcrl.train.collect", "CollectConfig", "run_collect",
+                       "record episodes of a policy into an atcrl dataset (resumable with --append)"),
+    "probe": Command("atcrl.train.probe_cli", "ProbeConfig", "run_probe",
+                     "linear-probe an encoder: R^2 of the physics state from its features, held-out episodes"),
+    "export": Command("atcrl.export_cli", "ExportConfig", "run_export",
+                      "export the encoder of a run's checkpoint as safetensors + json"),
 }
 
 
