@@ -1,79 +1,66 @@
-"""Versioned, atomic, state-dict-only checkpoints; RNG capture; run directories; encoder export.
+"""Versioned, atomic, state-dict-only checkpoints; RNG capture; run directories.
 
 A checkpoint is a ``torch.save`` of plain data only (nested dicts/lists of tensors, numbers and
 strings) and is always read back with ``torch.load(weights_only=True)``, so opening one never runs
 code from the file. Writes go to a temporary file in the same directory and are renamed into place,
 so a crash mid-write leaves the previous checkpoint intact and the temporary file is ignored.
 
-An exported encoder is two files that need nothing else to load: ``<name>.safetensors`` (the conv
-weights) and ``<name>.json`` (architecture, input/feature shapes, objective, training data, a hash
-of the weights file).
+Encoder export/import lives in ``atcrl.encoder_io``; its names stay importable from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 import random
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 import atcrl
-from atcrl.nets.encoders import ConvEncoder
+from atcrl.atomic import atomic_write
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time ``__getattr__`` below supplies these
+    from atcrl.encoder_io import ENCODER_FORMAT_VERSION, encoder_info, export_encoder, load_encoder
+
+__all__ = [
+    "CKPT_PATTERN",
+    "ENCODER_FORMAT_VERSION",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write",
+    "checkpoint_path",
+    "config_differences",
+    "encoder_info",
+    "export_encoder",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_encoder",
+    "plain_config",
+    "plain_value",
+    "prepare_run_dir",
+    "prune_checkpoints",
+    "resolve_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "save_rotating",
+    "set_rng_state",
+]
 
 FORMAT_VERSION = 1
 """Bump when the checkpoint layout changes incompatibly; older code refuses newer files."""
-ENCODER_FORMAT_VERSION = 1
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or exported encoder cannot be used: missing, corrupt, or made for something else."""
-
-
-# --------------------------------------------------------------------------- atomic file writes
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- plain data
@@ -85,7 +72,7 @@ def plain_config(config: Any) -> dict[str, Any]:
         config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
-    return _plain_value(dict(config), "config")
+    return plain_value(dict(config), "config")
 
 
 def _primitive(value: Any) -> tuple[bool, Any]:
@@ -106,13 +93,14 @@ def _primitive(value: Any) -> tuple[bool, Any]:
     return False, value
 
 
-def _plain_value(value: Any, where: str) -> Any:
+def plain_value(value: Any, where: str) -> Any:
+    """``value`` as JSON-compatible data; ``where`` names it in the error for anything else."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return plain_config(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain_value(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): plain_value(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Path):
         return str(value)
     ok, scalar = _primitive(value)
@@ -335,107 +323,16 @@ def prepare_run_dir(out: str | Path, *, resume: bool, create: bool = True) -> Pa
     return out
 
 
-# --------------------------------------------------------------------------- encoder export
+# --------------------------------------------------------------------------- moved names
 
-def _encoder_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, json) for ``x.safetensors`` / ``x.json`` / a directory holding ``encoder.*``."""
-    path = Path(path)
-    if path.suffix in (".safetensors", ".json"):
-        stem = path.with_suffix("")
-    elif path.is_dir() or not path.suffix:
-        stem = path / "encoder"
-    else:
-        raise ValueError(f"encoder path must be a directory, a .safetensors or a .json file, got {path}")
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+_MOVED_TO_ENCODER_IO = frozenset({"ENCODER_FORMAT_VERSION", "encoder_info", "export_encoder", "load_encoder"})
 
 
-def export_encoder(
-    encoder: ConvEncoder, out_dir_or_file: str | Path, *, objective: str, data: list[str],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write the encoder's weights (safetensors) and a json description; returns the weights path.
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: atcrl.encoder_io imports this module, so a top-level import of it
+    # here would be circular.
+    if name in _MOVED_TO_ENCODER_IO:
+        from atcrl import encoder_io
 
-    ``out_dir_or_file``: a directory (files ``encoder.safetensors`` / ``encoder.json``) or a path
-    ending in ``.safetensors`` or ``.json`` naming both files.
-    """
-    from safetensors.torch import save as st_save
-
-    weights_path, json_path = _encoder_paths(out_dir_or_file)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    blob = st_save(tensors, metadata={"arch": encoder.arch, "format": "atcrl-encoder"})
-    info = {
-        "format": "atcrl-encoder",
-        "format_version": ENCODER_FORMAT_VERSION,
-        "arch": encoder.arch,
-        "in_shape": list(encoder.in_shape),
-        "feature_shape": list(encoder.feature_shape),
-        "objective": objective,
-        "data": [str(d) for d in data],
-        "atcrl_version": atcrl.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "weights": weights_path.name,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "extra": _plain_value(dict(extra or {}), "extra"),
-    }
-    atomic_write(weights_path, lambda f: f.write(blob))
-    atomic_write(json_path, lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
-    return weights_path
-
-
-def encoder_info(path: str | Path) -> dict[str, Any]:
-    """The json description of an exported encoder, checked for the fields loading needs."""
-    _, json_path = _encoder_paths(path)
-    if not json_path.is_file():
-        raise CheckpointError(f"encoder description {json_path} is missing (export writes .json next to .safetensors)")
-    try:
-        info = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"encoder description {json_path} is corrupt: {e}") from e
-    needed = {"format", "format_version", "arch", "in_shape", "feature_shape", "weights_sha256"}
-    if not isinstance(info, dict) or info.get("format") != "atcrl-encoder" or not needed <= info.keys():
-        raise CheckpointError(f"{json_path} is not an atcrl encoder description (needs fields {sorted(needed)})")
-    if info["format_version"] > ENCODER_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{json_path} has encoder format {info['format_version']}; this atcrl reads <= {ENCODER_FORMAT_VERSION}"
-        )
-    return info
-
-
-def load_encoder(
-    path: str | Path, *, expect_in_shape: tuple[int, ...] | None = None, expect_arch: str | None = None
-) -> ConvEncoder:
-    """Rebuild an exported encoder from its two files, refusing mismatches and corrupt files."""
-    from safetensors.torch import load as st_load
-
-    weights_path, json_path = _encoder_paths(path)
-    info = encoder_info(path)
-    in_shape = tuple(int(s) for s in info["in_shape"])
-    if expect_arch is not None and info["arch"] != expect_arch:
-        raise CheckpointError(
-            f"{json_path} holds a {info['arch']!r} encoder, but a {expect_arch!r} encoder is expected here"
-        )
-    if expect_in_shape is not None and in_shape != tuple(expect_in_shape):
-        raise CheckpointError(
-            f"{json_path} was trained on observations of shape {in_shape}, but this setup produces "
-            f"{tuple(expect_in_shape)} (frame stack, image size or channels differ)"
-        )
-    if not weights_path.is_file():
-        raise CheckpointError(f"encoder weights {weights_path} are missing")
-    blob = weights_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
-        raise CheckpointError(f"{weights_path} does not match the hash in {json_path.name}: corrupt or replaced")
-    try:
-        tensors = st_load(blob)
-    except Exception as e:  # safetensors raises its own error types for malformed headers
-        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from e
-    encoder = ConvEncoder(info["arch"], in_shape)
-    if list(encoder.feature_shape) != list(info["feature_shape"]):
-        raise CheckpointError(
-            f"{json_path} says features are {tuple(info['feature_shape'])}, but a {info['arch']} encoder on "
-            f"{in_shape} gives {encoder.feature_shape}: the architecture changed since export"
-        )
-    try:
-        encoder.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights_path} does not fit the {info['arch']} encoder: {e}") from e
-    return encoder
+        return getattr(encoder_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

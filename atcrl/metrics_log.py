@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from atcrl.checkpoint import atomic_write
+from atcrl.atomic import atomic_write
 
 JSONL_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"

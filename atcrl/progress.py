@@ -25,15 +25,19 @@ def format_metrics(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 
 class Progress:
-    """Counts updates from ``initial`` to ``total``; ``update(n, metrics)`` advances and shows metrics."""
+    """Counts from ``initial`` to ``total``; ``update(n, metrics)`` advances and shows metrics.
+
+    ``unit`` names what is counted ("upd" for updates, "step", "episode", "frame", ...); the rate
+    is shown as ``<unit>/s``.
+    """
 
     def __init__(
         self, total: int, *, initial: int = 0, desc: str = "", show: Sequence[str] = (),
         enabled: bool = True, interval: float = 30.0, stream: TextIO | None = None,
-        tty: bool | None = None,
+        tty: bool | None = None, unit: str = "upd",
     ):
         self.total, self.count, self.desc, self.show = total, initial, desc, tuple(show)
-        self.enabled, self.interval = enabled, interval
+        self.enabled, self.interval, self.unit = enabled, interval, unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self._start_time, self._start_count = time.monotonic(), initial
@@ -42,7 +46,7 @@ class Progress:
         self._bar = None
         if enabled and self.tty:
             self._bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True,
-                             unit="upd", smoothing=0.05)
+                             unit=unit, smoothing=0.05)
 
     def update(self, n: int = 1, metrics: Mapping[str, Any] | None = None) -> None:
         self.count += n
@@ -62,7 +66,7 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        """Updates per second since this process started counting."""
+        """Units counted per second since this process started counting."""
         elapsed = time.monotonic() - self._start_time
         return (self.count - self._start_count) / elapsed if elapsed > 0 else 0.0
 
@@ -74,7 +78,7 @@ class Progress:
         elapsed = tqdm.format_interval(time.monotonic() - self._start_time)
         pct = 100.0 * self.count / self.total if self.total else 100.0
         head = f"{self.desc}: " if self.desc else ""
-        text = (f"{head}{self.count}/{self.total} ({pct:.0f}%) {rate:.2f} upd/s "
+        text = (f"{head}{self.count}/{self.total} ({pct:.0f}%) {rate:.2f} {self.unit}/s "
                 f"elapsed {elapsed} ETA {eta}")
         shown = format_metrics(self._metrics, self.show)
         return f"{text} {shown}" if shown else text

@@ -13,17 +13,16 @@ import torch
 import atcrl.checkpoint as ckpt
 from atcrl.checkpoint import (
     CheckpointError,
-    export_encoder,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    load_encoder,
     prepare_run_dir,
     rng_state,
     save_checkpoint,
     save_rotating,
     set_rng_state,
 )
+from atcrl.encoder_io import encoder_info, export_encoder, load_encoder
 from atcrl.nets.encoders import ConvEncoder
 
 
@@ -174,7 +173,7 @@ def test_export_import_gives_identical_features(tmp_path, arch, in_shape):
     assert (loaded.arch, loaded.in_shape, loaded.feature_shape) == (arch, in_shape, enc.feature_shape)
     obs = torch.randint(0, 256, (4, *in_shape), dtype=torch.uint8)
     assert torch.equal(loaded(obs), enc(obs))
-    info = ckpt.encoder_info(tmp_path / "enc" / "encoder.json")
+    info = encoder_info(tmp_path / "enc" / "encoder.json")
     assert info["objective"] == "atc" and info["data"] == ["d1"] and info["extra"] == {"updates": 5}
 
 
@@ -199,3 +198,16 @@ def test_import_refuses_mismatch_and_corruption(tmp_path):
     (tmp_path / "my.json").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_encoder(tmp_path / "my.safetensors")
+
+
+def test_encoder_names_stay_importable_from_checkpoint():
+    # They moved to atcrl.encoder_io; code written against the old path must get the same objects.
+    from atcrl import encoder_io
+    from atcrl.checkpoint import ENCODER_FORMAT_VERSION
+    from atcrl.checkpoint import encoder_info as old_info
+
+    assert old_info is encoder_info and ckpt.load_encoder is load_encoder and ckpt.export_encoder is export_encoder
+    assert ENCODER_FORMAT_VERSION == encoder_io.ENCODER_FORMAT_VERSION
+    assert {"encoder_info", "export_encoder", "load_encoder"} <= set(ckpt.__all__)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ckpt.no_such_name  # noqa: B018

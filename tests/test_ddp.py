@@ -132,7 +132,8 @@ def test_ddp_gradients_are_the_average_of_the_ranks(ddp_outputs):
 
 
 def test_ddp_run_pretrain_rank0_writes_everything(ddp_outputs):
-    from atcrl.checkpoint import load_checkpoint, load_encoder
+    from atcrl.checkpoint import load_checkpoint
+    from atcrl.encoder_io import load_encoder
     from atcrl.metrics_log import read_jsonl
 
     run = ddp_outputs / "run"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcrl.checkpoint import load_checkpoint, load_encoder
+from atcrl.checkpoint import load_checkpoint
 from atcrl.cli import main as atcrl
+from atcrl.encoder_io import load_encoder
 from atcrl.envs import make_env
 from atcrl.train.collect import collect_episodes, random_policy
 

@@ -99,3 +99,17 @@ def test_plain_progress_is_rate_limited():
     assert out.getvalue() == ""  # nothing until the interval passes ...
     bar.update()
     assert out.getvalue().count("\n") == 1  # ... or the run finishes
+
+
+def test_progress_rate_names_what_is_counted():
+    out = io.StringIO()
+    bar = Progress(3, desc="collect", stream=out, interval=0.0, unit="episode")
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(" episode/s " in line and "upd/s" not in line for line in lines)
+    tty_out = io.StringIO()
+    with Progress(2, stream=tty_out, tty=True, unit="frame") as bar:
+        bar.update(2)
+    assert "frame" in tty_out.getvalue() and "upd" not in tty_out.getvalue()

@@ -16,9 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from atcrl.checkpoint import list_checkpoints, load_checkpoint, load_encoder
+from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.data.dataset import DatasetWriter, meta_from_env
 from atcrl.data.episode import Episode
+from atcrl.encoder_io import load_encoder
 from atcrl.envs import make_env
 from atcrl.metrics_log import read_jsonl
 from atcrl.nets.encoders import ConvEncoder

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcrl.checkpoint import load_checkpoint, load_encoder
+from atcrl.checkpoint import load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import DatasetWriter, open_dataset
+from atcrl.encoder_io import load_encoder
 from atcrl.metrics_log import read_jsonl
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.train.collect import collect_episodes, random_policy

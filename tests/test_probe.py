@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from atcrl.checkpoint import export_encoder
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import DatasetWriter, open_dataset
 from atcrl.data.episode import Episode, stack_indices, stacked_frames
+from atcrl.encoder_io import export_encoder
 from atcrl.envs import make_env
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.train.collect import collect_episodes, random_policy

@@ -6,17 +6,16 @@ so an interrupted writer leaves at worst a hidden ``*.tmp`` file that readers ne
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from atcrl.atomic import TEMP_SUFFIX
+from atcrl.atomic import atomic_write as shared_atomic_write
+
 META_FILE = "meta.json"
 EPISODE_DIR = "episodes"
-TEMP_SUFFIX = ".tmp"
 _EPISODE_RE = re.compile(r"^ep_(\d+)\.npz$")
 
 
@@ -42,24 +41,6 @@ def temp_files(root: Path | str) -> list[Path]:
 
 def atomic_write(final: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``final`` so that it either appears complete or not at all, even on a crash."""
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # Datasets are shared read-only data, hence 0o644; the dataset directory must already exist,
+    # and a dataset write is only reported done once the rename is durable.
+    shared_atomic_write(final, write, make_parents=False, mode=0o644, strict_dir_sync=True)

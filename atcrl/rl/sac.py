@@ -25,8 +25,8 @@ from atcrl.data.batches import TransitionBatch
 from atcrl.nets.augment import random_shift, subpixel_shift
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.nets.mlp import mlp
+from atcrl.nets.target import frozen_copy, momentum_update
 from atcrl.rl.modes import EncoderMode, rl_features
-from atcrl.ul.base import frozen_copy, momentum_update
 
 ActMode = Literal["deterministic", "sample", "warmup"]
 

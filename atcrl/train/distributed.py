@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: process group, device, DDP wrapper, metric averaging.
+"""Data-parallel training under torchrun: process group, DDP wrapper, metric averaging.
 
 Outside torchrun (WORLD_SIZE unset or 1) everything here is a no-op, so one training loop serves
 both. gloo is used on CPU, nccl on CUDA.
@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.device import resolve_device  # moved to atcrl.device; re-exported for existing importers
 from atcrl.ul.base import Objective
+
+__all__ = ["Dist", "average_metrics", "init_distributed", "resolve_device", "wrap_for_ddp"]
 
 
 @dataclass(frozen=True)
@@ -38,22 +41,6 @@ class Dist:
     def close(self) -> None:
         if self.owns_group:
             torch.distributed.destroy_process_group()
-
-
-def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """"auto" -> CUDA if available else CPU; a bare "cuda" means this process's local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from e
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for, but this torch build sees no CUDA GPU")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_type: str) -> Dist:

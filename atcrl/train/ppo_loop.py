@@ -34,11 +34,11 @@ import torch
 
 from atcrl.data.batches import PairBatch, SequenceBatch
 from atcrl.data.replay import Replay
+from atcrl.device import resolve_device
 from atcrl.nets.encoders import ConvEncoder, check_input
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout
-from atcrl.train.sac_loop import resolve_device
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 from atcrl.ul.base import Objective
 from atcrl.ul.optim import ULOptimConfig, make_ul_optimizer, ul_step
@@ -282,7 +282,7 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
         raise ValueError(f"PPO here needs discrete actions, but {cfg.env} has continuous ones; train it with SAC")
     obs_shape = tuple(env.single_observation_space.shape)
     if encoder is None and cfg.encoder_path:
-        from atcrl.checkpoint import load_encoder
+        from atcrl.encoder_io import load_encoder
 
         encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
     if encoder is None:

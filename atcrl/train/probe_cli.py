@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atcrl.checkpoint import CheckpointError, atomic_write, encoder_info, load_encoder
+from atcrl.atomic import atomic_write
+from atcrl.checkpoint import CheckpointError
 from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
+from atcrl.device import resolve_device
+from atcrl.encoder_io import encoder_info, load_encoder
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.progress import Progress
-from atcrl.train.distributed import resolve_device
 from atcrl.train.probe import DEFAULT_ALPHAS, ProbeResult, encode_episodes, linear_probe, split_episodes
 from atcrl.ul.random_encoder import seeded_init
 
@@ -160,7 +162,7 @@ def probe_task(
     lengths = [items[i][0].summaries[items[i][1]].steps + 1 for i in range(len(items))]
     times = subsample(lengths, cfg.max_frames)
     total = sum(len(t) for t in times)
-    bar = Progress(total, desc=f"encode {task} (frames)", interval=10.0)
+    bar = Progress(total, desc=f"encode {task}", interval=10.0, unit="frame")
 
     def encode(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         episodes = (items[i][0][items[i][1]] for i in ids)  # loaded from disk one at a time

@@ -24,12 +24,19 @@ import torch
 
 from atcrl.data.batches import TransitionBatch
 from atcrl.data.replay import Replay
+from atcrl.device import resolve_device
 from atcrl.envs.meta import EnvMeta
 from atcrl.nets.encoders import ConvEncoder, check_input
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import SACAgent, SACConfig
 from atcrl.ul.base import Objective
 from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, ul_step
+
+__all__ = [
+    "REFERENCE_STEPS", "MetricsHook", "SACLoopConfig", "SACRun", "build_run", "evaluate", "paper_config",
+    "resolve_device",  # moved to atcrl.device; re-exported for existing importers
+    "train", "train_sac", "update",
+]
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 
@@ -118,12 +125,6 @@ def paper_config(env: str = "dmc:cartpole-swingup", **overrides: Any) -> SACLoop
     return SACLoopConfig(**{**values, **overrides})
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class SACRun:
     """Everything one run holds; ``train`` advances it, ``state_dict`` captures it (without the replay)."""
@@ -207,7 +208,7 @@ def build_run(
     env, eval_env, meta = _make_envs(cfg)
     obs_shape = tuple(env.observation_space.shape)
     if encoder is None and cfg.encoder_path:
-        from atcrl.checkpoint import load_encoder
+        from atcrl.encoder_io import load_encoder
 
         encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
     if encoder is None:

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
-from torch import nn
 
 from atcrl.data.batches import PairBatch, SequenceBatch
 from atcrl.nets.encoders import ConvEncoder
+
+# Moved to atcrl.nets.target (agents use them too); re-exported for existing importers.
+from atcrl.nets.target import frozen_copy, momentum_update
+
+__all__ = ["Objective", "SamplingNeed", "frozen_copy", "momentum_update"]
 
 
 @dataclass(frozen=True)
@@ -42,25 +46,3 @@ class Objective(Protocol):
     def after_update(self) -> None: ...
 
     def parameters(self, recurse: bool = True): ...
-
-
-@torch.no_grad()
-def momentum_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * online, for parameters and float buffers."""
-    for t, o in zip(target.parameters(), online.parameters()):
-        t.lerp_(o, tau)
-    for t, o in zip(target.buffers(), online.buffers()):
-        if t.is_floating_point():
-            t.lerp_(o, tau)
-        else:
-            t.copy_(o)
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy with gradients switched off (a momentum target starts equal to its source)."""
-    import copy
-
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return target

@@ -21,7 +21,8 @@ from torch import nn
 from atcrl.data.batches import PairBatch
 from atcrl.nets.encoders import ConvEncoder, check_input, kaiming_init
 from atcrl.nets.mlp import ResidualMLP
-from atcrl.ul.base import SamplingNeed, frozen_copy, momentum_update
+from atcrl.nets.target import frozen_copy, momentum_update
+from atcrl.ul.base import SamplingNeed
 from atcrl.ul.contrastive import info_nce, masked_mean
 
 
