@@ -50,6 +50,7 @@ from atcrl.checkpoint import (
 from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
+from atcrl.fastpath import FastPathConfig, autocast, configure_process, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
@@ -63,7 +64,7 @@ from atcrl.ul.registry import default_config, make_objective
 KIND = "pretrain"
 CKPT_DIR = "checkpoints"
 # Fields that may change between a run and its resumption without changing what is trained.
-RESUMABLE_CHANGES = ("resume", "out", "device", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
+RESUMABLE_CHANGES = ("resume", "out", "device", "fast", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
                      "stop_after", "tensorboard", "val_batches")
 _VAL_TAG = 0x7A1  # keeps validation seeds apart from the per-update training seeds
 
@@ -122,6 +123,9 @@ class PretrainConfig:
     """Stop after this many updates (checkpointed, not exported) to continue later with --resume."""
     device: str = "auto"
     """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    fast: FastPathConfig = dataclasses.field(default_factory=FastPathConfig)
+    """Precision, activation layout, torch.compile, CPU threads and allocator (docs/performance.md);
+    `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
     tensorboard: bool = True
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
 
@@ -294,13 +298,14 @@ def run_pretrain(cfg: PretrainConfig) -> int:
 def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     settings = resolve_settings(cfg)
     out = prepare_run_dir(cfg.out, resume=cfg.resume, create=False)  # every rank checks; rank 0 creates
+    configure_process(cfg.fast)  # threads and allocator, before the replay and the model allocate
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     data = load_data(cfg)
     try:
         encoder = ConvEncoder(settings.encoder, data.in_shape)
     except ValueError as e:
         raise PretrainError(f"{_names(cfg)}: {e}") from e
-    objective = _build_objective(cfg, settings, encoder, data).to(device)
+    objective = prepare_module(_build_objective(cfg, settings, encoder, data).to(device), cfg.fast)
     if not trainable_parameters(objective):  # the random-encoder baseline
         return _export_untrained(cfg, settings, data, objective, out, dist)
     need: SamplingNeed = objective.sampling
@@ -329,7 +334,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     stop = min(total, cfg.stop_after) if cfg.stop_after else total
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_run_info(out, cfg, settings, data, dist)
+        _write_run_info(out, cfg, settings, data, dist, describe(cfg.fast, device))
     dist.barrier()
     forward = wrap_for_ddp(objective, dist, device)
 
@@ -346,7 +351,8 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
             t0 = time.perf_counter()
             batch = sample(data.train, need, local_batch, update_rng(cfg.seed, dist.rank, update)).to(device)
             t1 = time.perf_counter()
-            loss, metrics = forward(batch)
+            with autocast(device, cfg.fast):
+                loss, metrics = forward(batch)
             metrics = {**metrics, **apply_ul_loss(objective, optimizer, scheduler, loss, grad_clip)}
             window.add(metrics, sample_s=t1 - t0, total_s=time.perf_counter() - t0)
             done = update + 1
@@ -431,7 +437,8 @@ def validate(
     sums: dict[str, float] = {}
     for i in range(cfg.val_batches):
         rng = update_rng(cfg.seed, _VAL_TAG, i)
-        _, metrics = objective.loss(sample(val, need, batch_size, rng).to(device))
+        with autocast(device, cfg.fast):
+            _, metrics = objective.loss(sample(val, need, batch_size, rng).to(device))
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
     objective.train()
@@ -451,10 +458,12 @@ def _plain(value: Any) -> Any:
     return plain_config(value) if dataclasses.is_dataclass(value) else value
 
 
-def _write_run_info(out: Path, cfg: PretrainConfig, settings: Settings, data: Data, dist: Dist) -> None:
+def _write_run_info(out: Path, cfg: PretrainConfig, settings: Settings, data: Data, dist: Dist,
+                    fastpath: dict[str, Any] | None = None) -> None:
+    """config.json; ``fastpath`` records what the fast path resolved to on this machine (bf16 or not, threads)."""
     info = {"kind": KIND, "config": plain_config(cfg), "encoder": settings.encoder, "in_shape": list(data.in_shape),
             "objective_config": _plain(settings.objective), "optim": plain_config(settings.optim),
-            "tasks": data.tasks, "world_size": dist.world_size,
+            "tasks": data.tasks, "world_size": dist.world_size, "fastpath": fastpath,
             "train_steps": data.train.num_transitions,
             "val_steps": data.val.num_transitions if data.val is not None else 0}
     atomic_write(out / "config.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))

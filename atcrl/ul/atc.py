@@ -149,9 +149,13 @@ class ATC(nn.Module):
         p = self.predictor(c) if self.predictor is not None else c
         with torch.no_grad():
             c_target = self.target_compressor(self.target_encoder(positive).flatten(1))
-        if self.cfg.similarity == "cosine":
-            return self._similarity_loss(p, c_target, valid)
-        return self._contrastive_loss(p, c_target, valid)
+        # Scores in fp32 even under bf16 autocast: logits of tens carry bf16 rounding errors of ~0.1,
+        # enough to move the softmax, and this B x L x L + B x B x L head costs little next to the convs.
+        with torch.autocast(p.device.type, enabled=False):
+            p, c_target = p.float(), c_target.float()
+            if self.cfg.similarity == "cosine":
+                return self._similarity_loss(p, c_target, valid)
+            return self._contrastive_loss(p, c_target, valid)
 
     def _contrastive_loss(
         self, p: torch.Tensor, c_target: torch.Tensor, valid: torch.Tensor

@@ -7,6 +7,7 @@ RL is decided by which parameters each optimizer holds.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.fastpath import FastPathConfig, autocast
 from atcrl.ul.base import Objective
 
 
@@ -120,7 +122,15 @@ def ul_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     batch: PairBatch | SequenceBatch,
     grad_clip: float,
+    *,
+    fast: FastPathConfig | None = None,
 ) -> dict[str, float]:
-    """One UL update on ``batch``: the objective's metrics plus "ul/grad_norm" and "ul/lr"."""
-    loss, metrics = objective.loss(batch)
+    """One UL update on ``batch``: the objective's metrics plus "ul/grad_norm" and "ul/lr".
+
+    fast: run the loss under this fast path's autocast (bf16 where the device is faster with it);
+    None runs it as is. Layout and compilation are set once on the objective by ``prepare_module``.
+    """
+    context = contextlib.nullcontext() if fast is None else autocast(next(objective.parameters()).device, fast)
+    with context:
+        loss, metrics = objective.loss(batch)
     return {**metrics, **apply_ul_loss(objective, optimizer, scheduler, loss, grad_clip)}

@@ -1,0 +1,98 @@
+"""Agent steps/s including every update: SAC in each encoder mode, and PPO + ATC.
+
+AGENT LOOPS' API: this section drives atcrl.train.sac_loop and atcrl.train.ppo_loop through their
+public functions (build_run, train / iterate) as they stand, without changing them. The fast path
+reaches them from outside: the process settings, and ``prepare_module`` on the modules a run built.
+The loops do not wrap their losses in ``fastpath.autocast`` yet, so bf16 never applies here; where
+bf16 is off by default (this CPU) that changes nothing. If a loop's API changes, this file is the
+one place to follow it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from atcrl import fastpath
+from atcrl.fastpath import FastPathConfig
+
+
+def sac_steps_per_s(mode: str, fast: dict[str, Any], updates: int = 5, env: str = "dmc:cartpole-swingup",
+                    fast_render: bool = False, device: str = "cpu", batch_size: int = 0) -> dict[str, Any]:
+    """Agent steps/s of SAC once updates run (one SAC update, plus one UL update when decoupled, per step).
+
+    The replay is first filled with ``batch_size`` warm-up steps; the figure covers the ``updates``
+    steps after that (env step, acting and updates). batch_size: 0 = the paper's for ``env``.
+    """
+    from atcrl.checkpoint import export_encoder
+    from atcrl.nets.encoders import ConvEncoder
+    from atcrl.train.sac_loop import build_run, paper_config, train
+
+    cfg_fast = FastPathConfig(**fast)
+    process = fastpath.configure_process(cfg_fast)
+    paper = paper_config(env)
+    batch = batch_size or paper.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder_path = ""
+        if mode == "frozen":  # any exported encoder will do for speed: a random one
+            shape = _obs_shape(env, paper.image_size)
+            encoder_path = str(export_encoder(ConvEncoder("dmc", shape), tmp, objective="random", data=[]))
+        cfg = dataclasses.replace(
+            paper, mode=mode, steps=batch + updates, warmup_steps=batch, batch_size=batch,
+            replay_capacity=max(1000, 2 * (batch + updates)), eval_every=0, eval_episodes=0, log_every=batch,
+            fast_render=fast_render, device=device, encoder_path=encoder_path)
+        run = build_run(cfg)
+        fastpath.prepare_module(run.agent, cfg_fast)
+        if run.objective is not None:
+            fastpath.prepare_module(run.objective, cfg_fast)
+        start = time.perf_counter()
+        history = train(run)
+        total = time.perf_counter() - start
+    update_rate = history[-1][1].get("perf/steps_per_s") if history else None
+    return {"mode": mode, "batch_size": batch, "updates": updates, "steps_per_s": update_rate,
+            "warmup_and_updates_s": total, "process": process, "fastpath": fastpath.describe(cfg_fast, device)}
+
+
+def _obs_shape(spec: str, image_size: int) -> tuple[int, ...]:
+    from atcrl.envs import make_env
+
+    env = make_env(spec, image_size=image_size)
+    try:
+        return tuple(env.observation_space.shape)
+    finally:
+        env.close()
+
+
+def ppo_steps_per_s(fast: dict[str, Any], iterations: int = 2, env: str = "atari:Pong", num_envs: int = 16,
+                    device: str = "cpu") -> dict[str, Any]:
+    """Agent steps/s of PPO + ATC (decoupled, the paper's "ATC only") with RL and UL on from the start.
+
+    One untimed iteration first; then the median of ``iterations`` iterations (collect + PPO + UL updates).
+    """
+    from atcrl.rl.rollout import Rollout
+    from atcrl.train.ppo_loop import PPOLoopConfig, build_run, iterate
+
+    cfg_fast = FastPathConfig(**fast)
+    process = fastpath.configure_process(cfg_fast)
+    cfg = PPOLoopConfig(env=env, num_envs=num_envs, ul_start_steps=0, rl_start_steps=0, device=device)
+    run = build_run(cfg)
+    fastpath.prepare_module(run.agent.net, cfg_fast)
+    if run.ul is not None:
+        fastpath.prepare_module(run.ul.objective, cfg_fast)
+    shape, dtype = run.agent.policy_input_spec()
+    rollout = Rollout.empty(cfg.horizon, cfg.num_envs, shape, dtype, torch.device(device))
+    rates, parts = [], []
+    for i in range(iterations + 1):
+        metrics, _ = iterate(run, rollout)
+        if i > 0:
+            rates.append(metrics["perf/steps_per_s"])
+            parts.append({k: metrics[k] for k in ("perf/collect_s", "perf/rl_s", "perf/ul_s")})
+    run.env.close()
+    rates.sort()
+    return {"env": env, "num_envs": num_envs, "steps_per_iteration": cfg.batch_steps,
+            "ul_updates_per_iteration": cfg.ul_updates_at(0), "steps_per_s": rates[len(rates) // 2],
+            "iteration_parts_s": parts, "process": process, "fastpath": fastpath.describe(cfg_fast, device)}

@@ -1,0 +1,163 @@
+"""Derived figures (ratios to fp32 eager, GFLOP/s, roofline fractions) and the markdown of `atcrl bench`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def derive(report: dict[str, Any]) -> None:
+    """Add ratio_vs_eager, gflops and roofline fractions to the rows that have what they need (in place)."""
+    sections = report["sections"]
+    roof = sections.get("roofline", {})
+    peaks = {p: roof[p]["gflops"] for p in ("fp32", "bf16") if isinstance(roof.get(p), dict)}
+    encoder = sections.get("encoder", {})
+    for row in encoder.get("rows", []):
+        flops = encoder["flops_per_image"][row["arch"]]
+        _add_compute(row, flops * row["per_s"], peaks, row["fastpath"]["bf16"])
+        ref = _find(encoder["rows"], variant="fp32 eager", arch=row["arch"], batch=row["batch"])
+        _add_ratio(row, ref, "per_s")
+        _add_ratio(row, ref, "per_cpu_s", "ratio_vs_eager_cpu")
+    for row in sections.get("atc", {}).get("rows", []):
+        _add_compute(row, row["flops_per_update"] * row["timing"]["per_s"], peaks, row["fastpath"]["bf16"])
+        ref = _find(sections["atc"]["rows"], variant="fp32 eager", preset=row["preset"])
+        if ref is not None:
+            row["ratio_vs_eager"] = row["timing"]["per_s"] / ref["timing"]["per_s"]
+            row["ratio_vs_eager_cpu"] = row["timing"]["per_cpu_s"] / ref["timing"]["per_cpu_s"]
+    allocator = sections.get("allocator", {}).get("rows", [])
+    for row in allocator:
+        _add_ratio(row, allocator[0] if allocator else None, "per_s")
+    agents = sections.get("agents", {}).get("rows", [])
+    for row in agents:
+        ref = _find(agents, variant="fp32 eager", agent=row.get("agent"))
+        if ref is not None and row.get("steps_per_s") and ref.get("steps_per_s"):
+            row["ratio_vs_eager"] = row["steps_per_s"] / ref["steps_per_s"]
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _add_ratio(row: dict[str, Any], ref: dict[str, Any] | None, key: str, name: str = "ratio_vs_eager") -> None:
+    if ref is not None and ref.get(key):
+        row[name] = row[key] / ref[key]
+
+
+def _add_compute(row: dict[str, Any], flops_per_s: float, peaks: dict[str, float], bf16: bool) -> None:
+    row["gflops"] = flops_per_s / 1e9
+    own = peaks.get("bf16" if bf16 else "fp32")
+    if own:
+        row["roofline_fraction"] = row["gflops"] / own
+    if peaks.get("bf16"):
+        row["bf16_roofline_fraction"] = row["gflops"] / peaks["bf16"]
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _f(value: Any, fmt: str = ".0f", suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:{fmt}}{suffix}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def write_markdown(report: dict[str, Any]) -> str:
+    m, sec = report["machine"], report["sections"]
+    machine = (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}, {report['threads']} "
+               f"intra-op thread(s); bf16 in hardware: {_f(m['bf16_native'])}, expected faster than fp32: "
+               f"{_f(m['bf16_faster'])}. {m['date']}; 1-min load average {m['load_average_start'][0]:.1f} at start, "
+               f"{m.get('load_average_end', [float('nan')])[0]:.1f} at end.")
+    lines = ["# atcrl bench", "", machine, "",
+             "Rates are best-of-N wall clock (median and CPU-time rates in bench.json).", ""]
+    for name, result in sec.items():
+        if "error" in result:
+            lines += [f"## {name}", "", f"FAILED: `{result['error']}`", ""]
+            continue
+        lines += [f"## {name}", ""] + globals()[f"_md_{name}"](result) + [""]
+    return "\n".join(lines)
+
+
+def _md_roofline(r: dict[str, Any]) -> list[str]:
+    rows = [[p, _f(r[p]["gflops"]), _f(r[p]["gflops_median"]), str(r[p]["n"])] for p in ("fp32", "bf16")]
+    return _table(["matmul", "GFLOP/s", "median GFLOP/s", "n"], rows)
+
+
+def _md_encoder(r: dict[str, Any]) -> list[str]:
+    flops = ", ".join(f"{a} {v / 1e6:.1f} MFLOP" for a, v in r["flops_per_image"].items())
+    rows = [[row["variant"] + (" (default)" if row["default"] else ""), row["arch"], str(row["batch"]),
+             _f(row["per_s"]), _f(row["per_cpu_s"]), _f(row.get("ratio_vs_eager"), ".2f", "x"),
+             _f(row.get("gflops"), ".1f"), _pct(row.get("roofline_fraction")), _pct(row.get("bf16_roofline_fraction")),
+             _f(row["page_faults_per_call"])] for row in r["rows"]]
+    return [f"Forward + backward + Adam of encoder + linear head; training FLOPs per image: {flops}.", ""] + _table(
+        ["variant", "encoder", "batch", "images/s", "images/CPU-s", "vs fp32 eager", "GFLOP/s",
+         "% own roofline", "% bf16 roofline", "page faults/step"], rows)
+
+
+def _md_threads(r: dict[str, Any]) -> list[str]:
+    rows = [[str(x["threads"]), str(x["batch"]), _f(x["per_s"]), _f(x["per_s_median"]), _f(x["load_average"], ".1f")]
+            for x in r["rows"]]
+    return [f"{r['cores']} usable cores; auto would pick {r['auto_threads_now']} thread(s) right now.", ""] + _table(
+        ["threads", "batch (dmc)", "images/s best", "images/s median", "load average"], rows)
+
+
+def _md_allocator(r: dict[str, Any]) -> list[str]:
+    rows = [[x["allocator"], str(x["batch"]), _f(x["page_faults_per_call"]), _f(x["per_s"]),
+             _f(x.get("ratio_vs_eager"), ".2f", "x")] for x in r["rows"]]
+    return _table(["allocator", "batch (dmc)", "page faults/step", "images/s", "vs glibc defaults"], rows)
+
+
+def _md_atc(r: dict[str, Any]) -> list[str]:
+    rows = [[x["preset"], x["variant"], str(x["batch_size"]), _f(x["timing"]["per_s"], ".2f"),
+             _f(x["timing"]["per_cpu_s"], ".2f"), _f(x.get("ratio_vs_eager"), ".2f", "x"), _f(x["sample_ms"], ".1f"),
+             _f(x.get("gflops"), ".1f"), _pct(x.get("roofline_fraction"))] for x in r["rows"]]
+    return ["ATC pretraining through ATC.loss + ul_step on a replay, sampling included.", ""] + _table(
+        ["preset", "variant", "batch", "updates/s", "updates/CPU-s", "vs fp32 eager", "sample ms", "GFLOP/s",
+         "% own roofline"], rows)
+
+
+def _md_accuracy(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, v in r["variants"].items():
+        cells = [name]
+        for metric in ("accuracy", "probe_r2"):
+            x = v.get(metric)
+            cells += ["-", "-", "-"] if x is None else [
+                f"{x['mean']:.3f} ({', '.join(f'{y:.3f}' for y in x['values'])})", f"{x['diff']:+.3f}",
+                f"±{x['tolerance']:.3f} {'ok' if x['within_noise'] else 'OUTSIDE'}"]
+        rows.append(cells)
+    intro = (f"ATC on {r['train_episodes']} random-policy episodes of {r['spec']}, {r['updates']} updates of batch "
+             f"{r['batch_size']}, seeds {r['seeds']}; held-out accuracy and probe R^2 on {r['val_episodes']} "
+             f"other episodes. Reference: {r['reference']}.")
+    return [intro, ""] + _table(
+        ["variant", "accuracy (per seed)", "diff", "tolerance", "probe R^2 (per seed)", "diff", "tolerance"], rows)
+
+
+def _md_replay(r: dict[str, Any]) -> list[str]:
+    rows = [[name, f"{x['frame_shape']} {x['frame_dtype']} stack {x['frame_stack']}",
+             f"{x['bytes_per_100k'] / 1e9:.3f} GB", _f(x["transitions_ms"], ".2f"), _f(x["pairs_ms"], ".2f")]
+            for name, x in ((n, r[n]) for n in ("pixels", "latents"))]
+    return [f"{r['transitions']:,} transitions; pixels take {r['pixel_to_latent_bytes']:.2f}x the latents' memory.",
+            ""] + _table(["replay", "slot", "bytes per 100k transitions", f"transitions B={r['batch_size']} ms",
+                          f"pairs B={r['batch_size']} ms"], rows)
+
+
+def _md_envs(r: dict[str, Any]) -> list[str]:
+    rows = [[x["spec"], _f(x["fast_render"]), str(x["num_envs"]), _f(x["agent_steps_per_s"]),
+             _f(x["env_steps_per_s"]), x["renders"]] for x in r["rows"]]
+    return _table(["env", "fast render", "envs", "agent steps/s", "env steps/s", "renders"], rows)
+
+
+def _md_agents(r: dict[str, Any]) -> list[str]:
+    rows = [[x["agent"], x["variant"], str(x.get("batch_size", "-")), _f(x.get("steps_per_s"), ".2f"),
+             _f(x.get("ratio_vs_eager"), ".2f", "x"), x.get("error", "")[:120]] for x in r["rows"]]
+    return ["Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench_agents.py).",
+            ""] + _table(["agent", "variant", "batch", "agent steps/s", "vs fp32 eager", "error"], rows)

@@ -1,0 +1,226 @@
+"""The fast path: precision, memory layout, compilation, CPU threads and allocator, in one config.
+
+A training loop adopts it with three calls (see docs/performance.md)::
+
+    configure_process(cfg.fast)                  # threads + allocator, once per process
+    prepare_module(objective, cfg.fast)          # channels-last activations (+ torch.compile) for every conv
+    with autocast(device, cfg.fast):             # bf16 where the device runs it faster than fp32
+        loss, metrics = objective.loss(batch)
+
+``FastPathConfig.fp32_eager()`` is the plain baseline every benchmark figure is compared with:
+float32, NCHW activations, no compilation, the C library's default allocator behaviour.
+Nothing here is CPU-specific: on CUDA the same switches pick bf16 autocast and NHWC convs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+NO_MALLOC_TUNING_ENV = "ATCRL_NO_MALLOC_TUNING"
+"""Set to 1 to keep glibc's default allocator behaviour even when the config asks for tuning."""
+
+# glibc mallopt parameters (malloc.h). Set at run time they act like the MALLOC_*_ environment variables
+# read at process start (measured the same: docs/performance.md), so no re-exec is needed.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+TRIM_THRESHOLD = 1 << 30
+"""Free memory kept at the top of the heap before it is returned to the kernel (1 GiB)."""
+TOP_PAD = 256 << 20
+"""Extra bytes requested whenever the heap grows, so growth happens in few, large steps (256 MiB)."""
+MALLOC_ENV: dict[str, str] = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    "MALLOC_TOP_PAD_": str(TOP_PAD),
+}
+"""The same tuning as environment variables, read by glibc at process start (e.g. for a wrapper script).
+MMAP_MAX_=0 rather than a large MMAP_THRESHOLD_: glibc caps the threshold at 32 MiB when set through
+mallopt, so allocations above it would still be fresh mmaps; with no mmaps at all both routes agree."""
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    """How models run: precision, activation layout, compilation, CPU threads and allocator.
+
+    The defaults are the fast path, each switch on where it was measured to help without changing
+    results (docs/performance.md); ``fp32_eager()`` is the plain baseline.
+    """
+
+    bf16: bool | None = None
+    """Autocast convs and matmuls to bfloat16. None = auto: on where the device runs bf16 faster than fp32
+    (CUDA GPUs with native bf16; CPUs with AMX-BF16 tiles), off elsewhere, including CPUs with AVX-512-BF16
+    alone, where bf16 matmuls measured at half the fp32 rate. True forces it on any device."""
+    channels_last: bool = True
+    """Run every ConvEncoder on channels-last (NHWC) activations; weights stay NCHW, so checkpoints are
+    unchanged. False is the plain NCHW path."""
+    compile: bool = False
+    """torch.compile each ConvEncoder (the first batch of each shape compiles, tens of seconds on CPU)."""
+    threads: int = 0
+    """Intra-op CPU threads; 0 = auto: the cores other processes leave idle (1-minute load average), at most
+    torch's current count; on a busy machine threads waiting for each other ran far slower than one thread."""
+    tune_allocator: bool = True
+    """Keep freed memory in glibc's heap instead of returning it to the kernel, so large batches stop paying
+    fresh-page faults on every update (process-wide; also disabled by ATCRL_NO_MALLOC_TUNING=1)."""
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = auto), got {self.threads}")
+
+    @classmethod
+    def fp32_eager(cls, threads: int = 0) -> FastPathConfig:
+        """The plain baseline: float32, NCHW, eager, default allocator (``threads`` as given)."""
+        return cls(bf16=False, channels_last=False, compile=False, threads=threads, tune_allocator=False)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def bf16_native(device: torch.device | str) -> bool:
+    """Whether the device has bf16 arithmetic in hardware (not whether it is faster than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return _cpu_flag("_is_avx512_bf16_supported") or _cpu_flag("_is_amx_tile_supported")
+    return False
+
+
+def bf16_faster(device: torch.device | str) -> bool:
+    """Whether bf16 is expected to beat fp32 on the device: CUDA with native bf16, or a CPU with AMX tiles.
+
+    AVX-512-BF16 alone computes one bf16 dot product per lane pair at the fp32 FMA rate, and oneDNN's
+    bf16 kernels measured slower than fp32 on such a CPU, so it does not count.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bf16_native(device)
+    if device.type == "cpu":
+        return _cpu_flag("_is_amx_tile_supported")
+    return False
+
+
+def _cpu_flag(name: str) -> bool:
+    # Private torch.cpu probes (torch >= 2.3); a build without them is treated as lacking the feature.
+    probe = getattr(torch.cpu, name, None)
+    return bool(probe()) if probe is not None else False
+
+
+def use_bf16(cfg: FastPathConfig, device: torch.device | str) -> bool:
+    """Whether ``autocast`` turns bf16 on for this device: cfg.bf16 if set, else ``bf16_faster``."""
+    return bf16_faster(device) if cfg.bf16 is None else cfg.bf16
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, cfg: FastPathConfig) -> Iterator[None]:
+    """bf16 autocast for the forward pass when ``use_bf16``; otherwise exactly the code inside (fp32).
+
+    Wrap the loss computation only; backward and the optimizer step run outside it.
+    """
+    device = torch.device(device)
+    if use_bf16(cfg, device):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def prepare_module(module: nn.Module, cfg: FastPathConfig) -> nn.Module:
+    """Set the activation layout of every ConvEncoder inside ``module`` (and compile it if asked).
+
+    Call it on the top-level module after construction (objective, agent), so momentum-target
+    copies of the encoder are covered too. Returns ``module`` for chaining.
+    """
+    from atcrl.nets.encoders import ConvEncoder
+
+    for m in module.modules():
+        if isinstance(m, ConvEncoder):
+            m.channels_last = cfg.channels_last
+            if cfg.compile and not getattr(m, "_atcrl_compiled", False):
+                m.compile(dynamic=False)
+                m._atcrl_compiled = True
+    return module
+
+
+# --------------------------------------------------------------------------- process
+
+
+def resolve_threads(threads: int = 0) -> int:
+    """``threads`` if given; else the cores other processes leave idle, at most torch's current count.
+
+    Idle cores = usable cores (split evenly between torchrun's local ranks) minus the 1-minute load
+    average, rounded. Capping at the current count keeps a lower OMP_NUM_THREADS (or a caller's
+    torch.set_num_threads) in force. Threads that must wait for a core another process holds stall
+    every parallel region: two threads ran up to 30x slower than one on this 2-core box under load.
+    Call it at start-up: the load average then counts other processes, not this one's earlier work.
+    """
+    if threads > 0:
+        return threads
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    idle = usable - round(os.getloadavg()[0])
+    return max(1, min(torch.get_num_threads(), usable // ranks, idle // ranks))
+
+
+def tune_allocator() -> bool:
+    """Make glibc serve every allocation from its heap and keep freed memory there; True if applied.
+
+    By default glibc hands large freed blocks back to the kernel (mmapped chunks, and the heap top beyond
+    its trim threshold), so every update's activations land on fresh pages the kernel zero-fills on first
+    touch: 125k-360k page faults per batch-512 DMC step, over a third of its time. After this, steady-state
+    training faults no pages. The cost is that the process keeps its peak heap resident. A no-op on
+    non-glibc systems and when ATCRL_NO_MALLOC_TUNING=1.
+    """
+    if os.environ.get(NO_MALLOC_TUNING_ENV, "") not in ("", "0"):
+        return False
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return bool(ok and libc.mallopt(_M_TOP_PAD, TOP_PAD))
+
+
+def _glibc() -> Any:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def malloc_env_active() -> bool:
+    """Whether this process was started with the MALLOC_*_ tuning variables already set."""
+    return all(name in os.environ for name in MALLOC_ENV)
+
+
+def configure_process(cfg: FastPathConfig) -> dict[str, Any]:
+    """Apply the process-wide settings (threads, allocator) once at start-up; returns what was applied.
+
+    The allocator tuning cannot be undone within a process: a later fp32_eager config only stops
+    asking for it, so compare allocators in separate processes (as ``atcrl bench`` does).
+    """
+    threads = resolve_threads(cfg.threads)
+    torch.set_num_threads(threads)
+    tuned = tune_allocator() if cfg.tune_allocator else False
+    return {"threads": threads, "allocator_tuned": tuned or malloc_env_active()}
+
+
+def describe(cfg: FastPathConfig, device: torch.device | str) -> dict[str, Any]:
+    """What the config resolves to on ``device``, for run logs and benchmark records."""
+    device = torch.device(device)
+    return {
+        "device": str(device), "bf16": use_bf16(cfg, device), "bf16_native": bf16_native(device),
+        "bf16_faster": bf16_faster(device), "channels_last": cfg.channels_last, "compile": cfg.compile,
+        "threads": torch.get_num_threads(), "tune_allocator": cfg.tune_allocator,
+    }
