@@ -22,6 +22,10 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "train": Command("atcrl.train.train_cli", "TrainConfig", "run_train",
+                     "train an RL agent from pixels (default: decoupled ATC-SAC on dmc:cartpole-swingup); resumable"),
+    "evaluate": Command("atcrl.train.evaluate", "EvaluateConfig", "run_evaluate",
+                        "run deterministic episodes of a trained agent (mean/std return, optional video)"),
     "envs": Command("atcrl.envs.report", "EnvsConfig", "run_envs",
                     "list environment families: installed? renders? steps/s"),
     "dataset info": Command("atcrl.data.dataset_cli", "InfoConfig", "run_info",
@@ -40,6 +44,8 @@ COMMANDS: dict[str, Command] = {
                      "linear-probe an encoder: R^2 of the physics state from its features, held-out episodes"),
     "export": Command("atcrl.export_cli", "ExportConfig", "run_export",
                       "export the encoder of a run's checkpoint as safetensors + json"),
+    "bench": Command("atcrl.bench", "BenchConfig", "run_bench",
+                     "benchmark the machine and the fast path vs fp32 eager -> bench.json + bench.md (bench/out/)"),
 }
 
 

@@ -2,10 +2,11 @@
 
     atcrl export --run runs/atc-dmc --out encoders/atc-cartpole.safetensors
     atcrl export --run runs/atc-dmc --checkpoint 4000 --out encoders/atc-4k.safetensors
+    atcrl export --run runs/dmc-atc-dmc-cartpole-swingup-0 --out encoders/agent-conv   # an `atcrl train` run
 
 The run's ``config.json`` says which kind of run it is; each kind has one function below that
-rebuilds the encoder from that kind's checkpoint state. Adding a kind (e.g. the RL runs of
-``atcrl train``) is one more entry in ``ENCODER_FROM_CHECKPOINT``.
+rebuilds the encoder from that kind's checkpoint state (``ENCODER_FROM_CHECKPOINT``): UL pretraining
+runs, and the RL runs of ``atcrl train`` (the agent's conv).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ExportConfig:
     """Export the encoder of a run's checkpoint (safetensors weights + json description)."""
 
     run: str
-    """Run directory (the --out of `atcrl pretrain`)."""
+    """Run directory (the --out of `atcrl pretrain` or `atcrl train`)."""
     out: str
     """Where to write: a directory (encoder.safetensors + encoder.json) or a .safetensors/.json path."""
     checkpoint: str | None = None
@@ -78,8 +79,16 @@ def _pretrain_encoder(ckpt: Checkpoint, run_info: dict[str, Any]) -> Exported:
     return Exported(encoder, str(config.get("objective", "?")), list(config.get("data", [])), extra)
 
 
+def _train_encoder(ckpt: Checkpoint, run_info: dict[str, Any]) -> Exported:
+    """The conv of an `atcrl train` agent (its RL heads, target networks and any UL head are dropped)."""
+    from atcrl.train.rl_checkpoint import encoder_export
+
+    return Exported(*encoder_export(ckpt, run_info))
+
+
 ENCODER_FROM_CHECKPOINT: dict[str, Callable[[Checkpoint, dict[str, Any]], Exported]] = {
     "pretrain": _pretrain_encoder,
+    "train": _train_encoder,
 }
 """Run kind (``config.json`` "kind", also the checkpoint's kind) -> how to rebuild its encoder."""
 

@@ -133,7 +133,7 @@ def test_random_policy_draws_from_the_space():
         random_policy(gym.spaces.Box(-np.inf, np.inf, (2,)))
 
 
-def test_cli_collects_and_says_trained_agents_need_atcrl_train(tmp_path, capsys):
+def test_cli_collects_and_refuses_a_missing_agent_checkpoint(tmp_path, capsys):
     out = tmp_path / "cli"
     assert atcrl(["collect", "--env", "tiny:catch", "--episodes", "2", "--out", str(out), "--image-size", "16",
                   "--seed", "4"]) == 0
@@ -141,7 +141,8 @@ def test_cli_collects_and_says_trained_agents_need_atcrl_train(tmp_path, capsys)
     assert len(ds) == 2 and ds.meta.extra["collect"]["policy"] == "random" and ds.meta.num_actions == 3
     assert atcrl(["collect", "--env", "tiny:catch", "--episodes", "1", "--out", str(tmp_path / "x"),
                   "--checkpoint", "agent.pt"]) == 2
-    assert "needs `atcrl train`" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "agent.pt does not exist" in err and "atcrl train" in err
     assert atcrl(["collect", "--env", "tiny:nope", "--episodes", "1", "--out", str(tmp_path / "y")]) == 2
     assert "unknown tiny env" in capsys.readouterr().err
 

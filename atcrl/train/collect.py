@@ -1,6 +1,7 @@
 """Record episodes of a policy acting in an env into an atcrl dataset.
 
     atcrl collect --env dmc:cartpole-swingup --episodes 20 --out data/cartpole --policy random
+    atcrl collect --checkpoint runs/dmc-atc-dmc-cartpole-swingup-0 --episodes 20 --out data/expert
 
 Each episode is written as soon as it ends (one atomically renamed file), so an interrupted run
 loses at most the episode in progress. Episode k of a task is always played with seeds derived
@@ -38,22 +39,26 @@ class CollectError(ValueError):
 class CollectConfig:
     """Record episodes of a policy into an atcrl dataset (one file per finished episode)."""
 
-    env: str
-    """Env spec, e.g. dmc:cartpole-swingup, atari:Pong, tiny:point (see `atcrl envs`)."""
     episodes: int
     """Episodes of this task the dataset should hold; with --append, those already there count."""
     out: str
     """Dataset directory (created; must be empty unless --append)."""
+    env: str | None = None
+    """Env spec, e.g. dmc:cartpole-swingup, atari:Pong, tiny:point (see `atcrl envs`); with --checkpoint,
+    None = the trained run's env."""
     policy: Literal["random"] = "random"
     """Acting policy when no --checkpoint is given: "random" draws uniform actions."""
     checkpoint: str | None = None
-    """A trained agent's checkpoint to act with instead of --policy."""
+    """An `atcrl train` run directory (its latest checkpoint) or checkpoint file: act with that agent."""
+    explore: bool = False
+    """With --checkpoint: sample from the agent's policy (its exploration) instead of acting deterministically."""
     seed: int = 0
     """Seed of every episode's env reset and policy randomness (episode k uses (seed, k))."""
-    image_size: int = 84
-    """Side of the square frames in pixels."""
+    image_size: int | None = None
+    """Side of the square frames in pixels; None = 84, or the trained run's with --checkpoint."""
     fast_render: bool = False
-    """DMC: no shadows, reflections or multisampling (faster; pixels differ from the default rendering)."""
+    """DMC: no shadows, reflections or multisampling (faster; pixels differ from the default rendering).
+    With --checkpoint, on when the run was trained with it."""
     max_steps: int | None = None
     """Cut episodes after this many agent steps (recorded as truncated); None = the env's own limit."""
     append: bool = False
@@ -64,6 +69,8 @@ class CollectConfig:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.env is None and self.checkpoint is None:
+            raise ValueError("give --env (or --checkpoint, whose run names its env)")
 
 
 # --------------------------------------------------------------------------- policies
@@ -82,17 +89,39 @@ def random_policy(space: gym.Space) -> Policy:
     raise CollectError(f"no random policy for action space {space} (only Discrete and Box)")
 
 
-def load_policy(checkpoint: str | Path) -> Policy:
-    """A trained agent's deterministic policy, loaded from its checkpoint.
+def load_policy(checkpoint: str | Path, *, explore: bool = False) -> Policy:
+    """A trained agent's policy, from an `atcrl train` run directory (latest checkpoint) or checkpoint file.
 
-    Extension point: this is the one place that turns an agent checkpoint into a ``Policy``.
-    It should load the checkpoint (atcrl.checkpoint.load_checkpoint with the agent's kind),
-    rebuild the agent, and return ``lambda obs, rng: agent.act(obs)``; collection needs nothing else.
+    Deterministic by default (SAC: tanh of the mean; PPO: the most likely action). With ``explore`` the
+    agent samples its policy with noise drawn from the rng the collector passes, so episode k stays a
+    function of (seed, k).
     """
-    raise CollectError(
-        f"cannot collect with checkpoint {checkpoint}: collection from a trained agent needs "
-        "`atcrl train` (not built yet); use --policy random for now"
-    )
+    return _trained_policy(_load_trained(checkpoint), explore)
+
+
+def _load_trained(checkpoint: str | Path) -> Any:
+    from atcrl.checkpoint import CheckpointError
+    from atcrl.train.rl_checkpoint import TrainRunError, load_trained
+
+    try:
+        return load_trained(checkpoint)
+    except (TrainRunError, CheckpointError) as e:
+        raise CollectError(f"cannot collect with checkpoint {checkpoint}: {e}") from e
+
+
+def _trained_policy(trained: Any, explore: bool) -> Policy:
+    import torch
+
+    from atcrl.train.evaluate import actor
+
+    if not explore:
+        act = actor(trained.agent)
+        return lambda obs, rng: act(obs)
+
+    def sample(obs: np.ndarray, rng: np.random.Generator) -> Any:
+        noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return actor(trained.agent, explore=True, generator=noise)(obs)
+    return sample
 
 
 # --------------------------------------------------------------------------- recording
@@ -135,17 +164,19 @@ def record_episode(
 def collect_episodes(
     spec: str, n_episodes: int, policy: Policy, *, out: str | Path, seed: int = 0, image_size: int = 84,
     fast_render: bool = False, append: bool = False, progress: bool = True, max_steps: int | None = None,
-    policy_name: str = "custom",
+    policy_name: str = "custom", frame_stack: int | None = None, action_repeat: int | None = None,
 ) -> Path:
     """Record episodes of ``policy`` in env ``spec`` until ``out`` holds ``n_episodes`` of that task.
 
     Returns the dataset directory. Without ``append`` the directory must be new (or empty); with it,
     episodes already recorded for this task are kept and count towards ``n_episodes``.
+    frame_stack / action_repeat: None = the env family's defaults (a trained agent needs its run's).
     """
     if n_episodes < 1:
         raise CollectError(f"n_episodes must be >= 1, got {n_episodes}")
     out = Path(out)
-    env = make_env(spec, seed=seed, image_size=image_size, fast_render=fast_render)
+    env = make_env(spec, seed=seed, image_size=image_size, fast_render=fast_render, frame_stack=frame_stack,
+                   action_repeat=action_repeat)
     try:
         info = env_meta(env)
         notes = {"policy": policy_name, "seed": seed, "fast_render": fast_render}
@@ -202,15 +233,19 @@ def _check_same_rendering(root: Path, fast_render: bool) -> None:
 def run_collect(cfg: CollectConfig) -> int:
     """``atcrl collect``: exit code 0 on success, 2 on bad input (the message says what)."""
     try:
+        env_kwargs: dict[str, Any] = {"image_size": cfg.image_size or 84, "fast_render": cfg.fast_render}
+        spec = cfg.env
         if cfg.checkpoint is not None:
-            policy, name = load_policy(cfg.checkpoint), f"checkpoint:{cfg.checkpoint}"
+            trained = _load_trained(cfg.checkpoint)
+            spec = cfg.env or trained.info.loop["env"]
+            env_kwargs = _trained_env(cfg, spec, trained)
+            policy = _trained_policy(trained, cfg.explore)
+            name = f"checkpoint:{cfg.checkpoint}" + (" (explore)" if cfg.explore else "")
         else:
-            policy, name = random_policy(_action_space(cfg)), cfg.policy
+            policy, name = random_policy(_action_space(spec, env_kwargs)), cfg.policy
         start = time.perf_counter()
-        out = collect_episodes(
-            cfg.env, cfg.episodes, policy, out=cfg.out, seed=cfg.seed, image_size=cfg.image_size,
-            fast_render=cfg.fast_render, append=cfg.append, max_steps=cfg.max_steps, policy_name=name,
-        )
+        out = collect_episodes(spec, cfg.episodes, policy, out=cfg.out, seed=cfg.seed, append=cfg.append,
+                               max_steps=cfg.max_steps, policy_name=name, **env_kwargs)
     except (CollectError, DatasetError, ValueError, ImportError) as e:
         print(f"atcrl collect: error: {e}", file=sys.stderr)
         return 2
@@ -219,9 +254,30 @@ def run_collect(cfg: CollectConfig) -> int:
     return 0
 
 
-def _action_space(cfg: CollectConfig) -> gym.Space:
+def _trained_env(cfg: CollectConfig, spec: str, trained: Any) -> dict[str, Any]:
+    """make_env keywords giving the trained agent the observations it was trained on."""
+    info = trained.info
+    kwargs = info.env_kwargs()
+    if cfg.image_size is not None and cfg.image_size != kwargs["image_size"]:
+        raise CollectError(f"the agent of {cfg.checkpoint} was trained on {kwargs['image_size']} px images; "
+                           f"--image-size {cfg.image_size} would give it observations it cannot read")
+    kwargs["fast_render"] = kwargs["fast_render"] or cfg.fast_render
+    if spec != info.loop["env"]:  # another task: only its observation and action layout must agree
+        env = make_env(spec, **kwargs)
+        try:
+            shape, space = tuple(env.observation_space.shape), env.action_space
+        finally:
+            env.close()
+        actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape))
+        if shape != info.obs_shape or actions != info.action_dim:
+            raise CollectError(f"the agent of {cfg.checkpoint} reads {info.obs_shape} observations and acts with "
+                               f"{info.action_dim} action(s); {spec} gives {shape} and {actions}")
+    return kwargs
+
+
+def _action_space(spec: str, env_kwargs: dict[str, Any]) -> gym.Space:
     # Building an env does not render or step it, so this costs only the model load.
-    env = make_env(cfg.env, image_size=cfg.image_size, fast_render=cfg.fast_render)
+    env = make_env(spec, **env_kwargs)
     try:
         return env.action_space
     finally:

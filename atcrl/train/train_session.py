@@ -1,0 +1,308 @@
+"""One `atcrl train` process: build or restore the run, drive its loop, and hook in logging, progress,
+evaluation (PPO; SAC evaluates inside its loop), videos, checkpoints and the closing summary.
+
+Checkpoints are written only from the loops' callbacks, i.e. between agent steps, when the run's
+state is consistent. A NaN/inf loss raises inside the loop before any callback, so the newest
+checkpoint on disk is always from before the divergence.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atcrl.atomic import atomic_write
+from atcrl.checkpoint import latest_checkpoint, rng_state, set_rng_state
+from atcrl.metrics_log import MetricsLogger
+from atcrl.nets.encoders import ConvEncoder
+from atcrl.progress import Progress
+from atcrl.train import rl_checkpoint as ckpts
+from atcrl.train.evaluate import actor, play, write_video
+from atcrl.train.rl_checkpoint import RunInfo
+from atcrl.train.train_cli import Plan, TrainConfig
+
+SHOW = ("eval/return_mean", "rl/episode_return", "perf/steps_per_s")
+"""Metrics the progress display keeps up to date."""
+
+
+class Diverged(RuntimeError):
+    """A loss (or the weights) became NaN/inf; the message names the last good checkpoint."""
+
+
+class StopRequested(Exception):
+    """Raised from a loop callback to end the session early (--stop-after), after a checkpoint."""
+
+
+def build(plan: Plan, encoder: ConvEncoder | None = None) -> Any:
+    """A fresh SACRun / PPORun for the plan (``encoder`` replaces loading one from the encoder file)."""
+    if plan.algo == "sac":
+        from atcrl.train.sac_loop import build_run
+    else:
+        from atcrl.train.ppo_loop import build_run
+    return build_run(plan.loop, encoder=encoder)
+
+
+def describe_run(cfg: TrainConfig, plan: Plan, run: Any) -> RunInfo:
+    """The RunInfo (config.json) of a freshly built run."""
+    from atcrl.checkpoint import plain_config
+    from atcrl.envs import env_meta
+
+    meta = env_meta(run.env)
+    if plan.algo == "sac":
+        encoder, obs_shape = run.agent.encoder, run.env.observation_space.shape
+        action_dim = int(np.prod(run.env.action_space.shape))
+    else:
+        encoder, obs_shape = run.agent.net.encoder, run.env.single_observation_space.shape
+        action_dim = run.agent.net.n_actions
+    return RunInfo(algo=plan.algo, preset=plan.preset, loop=plain_config(plan.loop), train=plain_config(cfg),
+                   encoder_arch=encoder.arch, obs_shape=tuple(obs_shape), discrete=meta.discrete,
+                   action_dim=action_dim, frame_stack=meta.frame_stack, action_repeat=meta.action_repeat)
+
+
+def _finite_tensors(tree: Any) -> bool:
+    if isinstance(tree, torch.Tensor):
+        return not tree.is_floating_point() or bool(torch.isfinite(tree).all())
+    if isinstance(tree, dict):
+        return all(_finite_tensors(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(_finite_tensors(v) for v in tree)
+    return True
+
+
+class Session:
+    """The callbacks one process hands to the agent loop, and what they keep between calls."""
+
+    def __init__(self, cfg: TrainConfig, plan: Plan, run_dir: Path, run: Any, info: RunInfo,
+                 saved: dict[str, Any] | None):
+        self.cfg, self.plan, self.run_dir, self.run, self.info = cfg, plan, run_dir, run, info
+        saved = saved or {}
+        self.evals: list[list[float]] = [list(e) for e in saved.get("evals", [])]
+        """[step, mean eval return] of every evaluation so far, across sessions."""
+        self.wall_before = float(saved.get("wall_time", 0.0))
+        self.video_at = int(saved.get("video_at", -1))
+        self.eval_at = int(saved.get("eval_at", -1))
+        self.start, self.start_step, self.last_ckpt = time.monotonic(), run.step, run.step
+        self.total = plan.loop.steps if plan.algo == "sac" else plan.loop.iterations * plan.loop.batch_steps
+        self.logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard,
+                                    resume_from_step=run.step if cfg.resume else None)
+        self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
+                            unit="step")
+        self._envs: dict[str, Any] = {}
+        self.interrupted = False
+        """Set by the first Ctrl-C: checkpoint at the next step boundary and stop."""
+
+    # ------------------------------------------------------------------ loop callbacks
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.logger.log(step, metrics)
+        evaluation = "eval/return_mean" in metrics
+        if evaluation:
+            self.evals.append([step, metrics["eval/return_mean"]])
+        self.bar.update(step - self.bar.count, metrics)
+        # A SAC log step that is also an evaluation step waits for after_sac_evaluation, so that the
+        # checkpoint records the evaluation as done and a resumed run does not repeat it.
+        if self.plan.algo == "sac" and not evaluation and not self._sac_evaluates_at(step):
+            self._between_steps(step)
+
+    def after_sac_evaluation(self, run: Any) -> None:
+        self._maybe_video(run.step)
+        self._between_steps(run.step)
+
+    def after_ppo_iteration(self, run: Any) -> None:
+        step, final = run.step, run.iteration >= self.plan.loop.iterations
+        every = self.plan.eval_every
+        if self.plan.eval_episodes and (final or (every and step // every > self.eval_at // every)):
+            self._evaluate_ppo(step)
+        self._maybe_video(step)
+        self._between_steps(step)
+
+    def _between_steps(self, step: int) -> None:
+        """Checkpoint when due (always at the end), and stop here once --stop-after is reached."""
+        if step - self.last_ckpt >= self.cfg.ckpt_every or step >= self.total:
+            self.checkpoint()
+        stop_here = self.cfg.stop_after is not None and self.cfg.stop_after <= step
+        if (stop_here or self.interrupted) and step < self.total:
+            if self.last_ckpt != step:
+                self.checkpoint()
+            raise StopRequested(step)
+
+    def _sac_evaluates_at(self, step: int) -> bool:
+        """The SAC loop evaluates (and then calls after_sac_evaluation) right after this log step."""
+        every = self.plan.loop.eval_every
+        return step >= self.total or bool(every and step % every == 0)
+
+    # ------------------------------------------------------------------ evaluation and videos
+    def _env(self, purpose: str, seed_offset: int) -> Any:
+        if purpose not in self._envs:
+            from atcrl.envs import make_env
+
+            self._envs[purpose] = make_env(self.plan.loop.env, seed=self.plan.loop.seed + seed_offset,
+                                           **self.info.env_kwargs())
+        return self._envs[purpose]
+
+    def _evaluate_ppo(self, step: int) -> None:
+        returns, lengths, _ = play(self._env("eval", 10_000), actor(self.run.agent), self.plan.eval_episodes)
+        self.eval_at = step
+        self.on_metrics(step, {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+                               "eval/length_mean": float(np.mean(lengths))})
+
+    def _maybe_video(self, step: int) -> None:
+        every = self.cfg.video_every
+        if not every or (step // every <= self.video_at // every and step < self.total):
+            return
+        returns, _, frames = play(self._env("video", 20_000), actor(self.run.agent), 1, record=1,
+                                  frame_channels=self.plan.frame_channels)
+        path = write_video(frames, self.run_dir / "videos" / f"step_{step:08d}.{self.cfg.video_format}")
+        self.video_at = step
+        self.logger.log(step, {"eval/video_return": returns[0]})
+        print(f"video at step {step} (return {returns[0]:.1f}): {path}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Path:
+        run = self.run
+        state: dict[str, Any] = {"run": run.state_dict(), "step": run.step, "rng": rng_state(),
+                                 "session": self.session_state()}
+        if not _finite_tensors(state["run"]):
+            raise FloatingPointError("the weights or optimizer state hold NaN/inf")
+        if self.plan.algo == "sac":
+            state["envs"] = {"train": ckpts.env_rng_state(run.env), "eval": ckpts.env_rng_state(run.eval_env)}
+        if self.cfg.checkpoint_replay:
+            if self.plan.algo == "sac":
+                state["replay"] = ckpts.replay_state(run.replay)
+            elif run.ul is not None:
+                state["replay"] = [ckpts.replay_state(r) for r in run.ul.replays]
+        path = ckpts.save(self.run_dir, run.step, state, self.info, self.cfg.keep_checkpoints)
+        self.last_ckpt = run.step
+        return path
+
+    def session_state(self) -> dict[str, Any]:
+        return {"wall_time": self.wall_time, "evals": self.evals, "video_at": self.video_at, "eval_at": self.eval_at}
+
+    @property
+    def wall_time(self) -> float:
+        return self.wall_before + time.monotonic() - self.start
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: finish the current step, checkpoint, stop. A second one aborts at once."""
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nCtrl-C: stopping with a checkpoint at the next step boundary (Ctrl-C again to abort without one)",
+              file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.logger.close()
+        for env in self._envs.values():
+            env.close()
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        session_s = time.monotonic() - self.start
+        steps = self.run.step - self.start_step
+        out: dict[str, Any] = {
+            "preset": self.plan.preset, "env": self.plan.loop.env, "steps": self.run.step,
+            "env_steps": self.run.step * self.info.action_repeat, "wall_time_s": round(self.wall_time, 1),
+            "session_steps": steps, "session_wall_time_s": round(session_s, 1),
+            "steps_per_s": round(steps / session_s, 2) if session_s > 0 else None,
+            "eval_curve": self.evals,
+        }
+        if self.evals:
+            best = max(self.evals, key=lambda e: e[1])
+            out.update(best_eval_return=best[1], best_eval_step=int(best[0]), last_eval_return=self.evals[-1][1],
+                       last_eval_step=int(self.evals[-1][0]))
+        return out
+
+
+def restore(run: Any, state: dict[str, Any], algo: str) -> None:
+    """Put a checkpoint's state back into a freshly built run (the process RNGs last)."""
+    run.load_state_dict(state["run"])
+    for name, env_state in state.get("envs", {}).items():
+        ckpts.set_env_rng_state(run.env if name == "train" else run.eval_env, env_state)
+    if "replay" in state:
+        replays = [run.replay] if algo == "sac" else (run.ul.replays if run.ul is not None else [])
+        saved = state["replay"] if isinstance(state["replay"], list) else [state["replay"]]
+        for replay, replay_state in zip(replays, saved, strict=True):
+            ckpts.load_replay_state(replay, replay_state)
+    set_rng_state(state["rng"])
+
+
+def _format_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def print_summary(s: dict[str, Any], run_dir: Path) -> None:
+    rows = [("run", str(run_dir)), ("preset / env", f"{s['preset']} / {s['env']}"),
+            ("agent steps", f"{s['steps']} (env steps {s['env_steps']})"),
+            ("wall time", f"{_format_time(s['wall_time_s'])} (this session {_format_time(s['session_wall_time_s'])})"),
+            ("steps/s", f"{s['steps_per_s']} (this session, evaluation and checkpoints included)")]
+    if "best_eval_return" in s:
+        rows += [("best eval return", f"{s['best_eval_return']:.1f} at step {s['best_eval_step']}"),
+                 ("last eval return", f"{s['last_eval_return']:.1f} at step {s['last_eval_step']}")]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+def start_session(cfg: TrainConfig, plan: Plan, run_dir: Path) -> Session:
+    """Build the run (restored from its latest checkpoint when resuming) and its session."""
+    saved_session = None
+    if cfg.resume:
+        info = ckpts.read_run_info(run_dir)
+        ckpt = ckpts.load(run_dir, info)
+        # The checkpoint holds every weight, so the run is rebuilt around a blank conv of the saved shape.
+        run = build(plan, ConvEncoder(info.encoder_arch, info.obs_shape))  # type: ignore[arg-type]
+        restore(run, ckpt.state, plan.algo)
+        saved_session = ckpt.state.get("session")
+        print(f"resuming {run_dir} at step {run.step} from {ckpt.path.name}", file=sys.stderr)
+    else:
+        run = build(plan)
+        info = describe_run(cfg, plan, run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpts.write_run_info(run_dir, info)
+    return Session(cfg, plan, run_dir, run, info, saved_session)
+
+
+def train_session(session: Session) -> int:
+    """Train to the end (or --stop-after), then write and print the summary; returns the exit code."""
+    run, run_dir = session.run, session.run_dir
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, session.on_sigint) if main_thread else None
+    try:
+        if session.plan.algo == "sac":
+            from atcrl.train.sac_loop import train
+
+            train(run, on_metrics=session.on_metrics, on_checkpoint=session.after_sac_evaluation)
+        else:
+            from atcrl.train.ppo_loop import train
+
+            train(run, on_metrics=session.on_metrics, on_iteration=session.after_ppo_iteration)
+    except StopRequested:
+        why = "Ctrl-C" if session.interrupted else "--stop-after"
+        print(f"stopped at step {run.step} ({why}); continue with `atcrl train --resume {run_dir}`", file=sys.stderr)
+    except FloatingPointError as e:
+        last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
+        where = (f"the last good checkpoint is {last} (nothing after it was saved); `atcrl train --resume "
+                 f"{run_dir}` retries from it") if last else "no checkpoint was written before it"
+        raise Diverged(f"{e} (at agent step {run.step}); {where}. Lower the learning rates or check the "
+                       "rewards and observations for NaN/inf") from e
+    except KeyboardInterrupt:
+        last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
+        print(f"\ninterrupted at step {run.step}; continue from {last} with `atcrl train --resume {run_dir}`",
+              file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+        session.close()
+    summary = session.summary()
+    atomic_write(run_dir / "summary.json", lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+    print_summary(summary, run_dir)
+    return 0
