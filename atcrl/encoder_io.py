@@ -16,6 +16,7 @@ from typing import Any
 import atcrl
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import CheckpointError, plain_value
+from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 
 __all__ = ["ENCODER_FORMAT_VERSION", "encoder_info", "export_encoder", "load_encoder"]
@@ -74,10 +75,7 @@ def encoder_info(path: str | Path) -> dict[str, Any]:
     _, json_path = _encoder_paths(path)
     if not json_path.is_file():
         raise CheckpointError(f"encoder description {json_path} is missing (export writes .json next to .safetensors)")
-    try:
-        info = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"encoder description {json_path} is corrupt: {e}") from e
+    info = read_json(json_path, CheckpointError)
     needed = {"format", "format_version", "arch", "in_shape", "feature_shape", "weights_sha256"}
     if not isinstance(info, dict) or info.get("format") != "atcrl-encoder" or not needed <= info.keys():
         raise CheckpointError(f"{json_path} is not an atcrl encoder description (needs fields {sorted(needed)})")

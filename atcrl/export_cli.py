@@ -11,7 +11,6 @@ runs, and the RL runs of ``atcrl train`` (the agent's conv).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from atcrl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
 )
+from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 
 RUN_INFO = "config.json"
@@ -99,10 +99,7 @@ def read_run_info(run: Path) -> dict[str, Any]:
     path = run / RUN_INFO
     if not path.is_file():
         raise ExportError(f"{run} is not a run directory: it has no {RUN_INFO}")
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path} is not valid JSON: {e}") from e
+    info = read_json(path, ExportError)
     info.setdefault("kind", "pretrain")  # pretraining runs written before the field existed
     if info["kind"] not in ENCODER_FROM_CHECKPOINT:
         raise ExportError(f"{run} is a {info['kind']!r} run; export knows {', '.join(ENCODER_FROM_CHECKPOINT)}")

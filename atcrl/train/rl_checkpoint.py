@@ -34,6 +34,7 @@ from atcrl.checkpoint import (
     save_rotating,
 )
 from atcrl.data.replay import Replay
+from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
 from atcrl.train.overrides import config_from_plain
@@ -99,10 +100,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         raise TrainRunError(f"run directory {run_dir} does not exist")
     if not path.is_file():
         raise TrainRunError(f"{run_dir} is not a run directory: it has no {RUN_INFO}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TrainRunError(f"{path} is not valid JSON: {e}") from e
+    data = read_json(path, TrainRunError)
     return run_info_from_dict(data, path)
 
 
