@@ -85,7 +85,7 @@ class SACLoopConfig:
     """UL batch; 0 = batch_size, which lets ATC reuse the critic's shifted (obs, next_obs) minibatch."""
     ul_lr: float = 1e-3
     """Peak UL learning rate (Adam)."""
-    ul_schedule: Literal["cosine", "constant"] = "cosine"
+    ul_lr_schedule: Literal["cosine", "constant"] = "cosine"
     """UL learning-rate schedule over the run's updates: "cosine" (to 0 at the end) or "constant"."""
     ul_grad_clip: float = 10.0
     """Max UL gradient norm (0 = no clipping)."""
@@ -232,7 +232,7 @@ def build_run(
         if objective.encoder is not agent.encoder:
             raise ValueError("the UL objective must train the agent's own conv (objective.encoder is not it)")
         ul_cfg = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, cfg.steps - cfg.warmup_steps),
-                               schedule=cfg.ul_schedule, grad_clip=cfg.ul_grad_clip)
+                               schedule=cfg.ul_lr_schedule, grad_clip=cfg.ul_grad_clip)
         ul_opt, ul_sched = make_ul_optimizer(objective, ul_cfg)
     return SACRun(cfg, env, eval_env, meta, agent, replay, objective, ul_opt, ul_sched,
                   np.random.default_rng(cfg.seed), torch.Generator(device).manual_seed(cfg.seed))
