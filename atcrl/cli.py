@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
                      "linear-probe an encoder: R^2 of the physics state from its features, held-out episodes"),
     "export": Command("atcrl.export_cli", "ExportConfig", "run_export",
                       "export the encoder of a run's checkpoint as safetensors + json"),
+    "report": Command("atcrl.report.cli", "ReportConfig", "run_report",
+                      "markdown tables and PNG plots from experiment/run directories, with the paper's anchor numbers"),
     "bench": Command("atcrl.bench", "BenchConfig", "run_bench",
                      "benchmark the machine and the fast path vs fp32 eager -> bench.json + bench.md (bench/out/)"),
 }

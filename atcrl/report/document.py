@@ -1,0 +1,279 @@
+"""report.md: one section per experiment (and one for runs given directly), figures beside it.
+
+Within an experiment, steps are shown by (group, kind): learning curves and final returns for
+train steps, R² for probes, validation numbers for pretraining; a train group and a probe group
+that share variant names are also joined in one table. The "claims" are plain comparisons of
+numbers; interpreting them is left to the reader.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from atcrl.report import plots
+from atcrl.report.anchors import SOURCE, anchors_for
+from atcrl.report.load import Experiment, Step
+from atcrl.report.runs import PretrainRun, ProbeRun, Result, TrainRun
+from atcrl.report.stats import (
+    SPREAD_LABEL,
+    Spread,
+    Stat,
+    TrainCell,
+    ValueCell,
+    compare,
+    fmt_stat,
+    fmt_steps,
+    mean_curve,
+    pretrain_cell,
+    probe_cell,
+    train_cell,
+)
+from atcrl.report.tables import join_table, md_table, pretrain_table, probe_table, train_table
+
+NOT_DONE = ("failed", "skipped", "pending", "running", "unknown")
+
+
+@dataclass
+class Doc:
+    out: Path
+    spread: Spread
+    lines: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    _names: Counter = field(default_factory=Counter)
+
+    def add(self, *text: str) -> None:
+        self.lines.extend(text)
+
+    def figure_path(self, *parts: str) -> Path:
+        base = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", p).strip("-") for p in parts if p) or "figure"
+        self._names[base] += 1
+        suffix = f"-{self._names[base]}" if self._names[base] > 1 else ""
+        return self.out / f"{base}{suffix}.png"
+
+    def figure(self, path: Path, alt: str) -> None:
+        self.figures.append(path)
+        self.add(f"![{alt}]({path.name})", "")
+
+
+# --------------------------------------------------------------------------- sections by kind
+
+
+def _ordered(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _env(step: Step) -> str:
+    return step.env or (step.result.env if isinstance(step.result, TrainRun) else "?")
+
+
+def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) -> list[TrainCell]:
+    envs = _ordered([_env(s) for s in steps])
+    variants = _ordered([s.variant for s in steps])
+    cells = [train_cell(env, v, members) for env in envs for v in variants
+             if (members := [s for s in steps if _env(s) == env and s.variant == v])]
+    panels = {env: {c.variant: curve for c in cells if c.env == env if (curve := mean_curve(c.runs, doc.spread))}
+              for env in envs}
+    panels = {env: curves for env, curves in panels.items() if curves}
+    if panels:
+        anchors = {env: list(anchors_for(env).values()) for env in panels}
+        path = plots.learning_curves(doc.figure_path(label, "curves"), panels, anchors, SPREAD_LABEL[doc.spread],
+                                     f"{label}: eval return")
+        doc.figure(path, f"{label} learning curves")
+    else:
+        doc.add("_No evaluation has been logged by any run of this group yet: no curves._", "")
+    doc.add(train_table(cells), "")
+    doc.add("Final eval return: each seed's last evaluation, then mean ± sample std over seeds. "
+            "Agent steps/s overall: agent steps ÷ wall time, warm-up and evaluation included; last logged: the "
+            "newest perf/steps_per_s, i.e. the current training speed.", "")
+    _notes(doc, [(f"{c.env} / {c.variant}", n) for c in cells for n in c.notes])
+    for env in envs:
+        ranked = sorted((c for c in cells if c.env == env and c.final), key=lambda c: -c.final.mean)
+        claims += [f"final return ({label}) on {env}: " + compare(ranked[0].variant, ranked[0].final, c.variant,
+                                                                  c.final) for c in ranked[1:]]
+        if ranked:
+            claims += _anchor_claims(env, ranked[0])
+    return cells
+
+
+def _anchor_claims(env: str, best: TrainCell) -> list[str]:
+    anchors = anchors_for(env)
+    if not anchors or not best.final:
+        return []
+    ours = max(best.final_env_steps)
+    budget = min({n for _, n in anchors}, key=lambda n: abs(n - ours))
+    listed = ", ".join(f"{m} {a.mean:.0f}" + (f" ± {a.std:.0f}" if a.std is not None else "")
+                       for (m, n), a in anchors.items() if n == budget)
+    return [(f"{env}: best final return here {best.variant} {fmt_stat(best.final)} at {fmt_steps(ours)} env steps; "
+             f"paper anchors at {fmt_steps(budget)} env steps: {listed}")]
+
+
+def _value_claims(what: str, cells: list[ValueCell], key: str, digits: int) -> list[str]:
+    """The best variant (highest mean) against each other one, per env."""
+    claims = []
+    for env in dict.fromkeys(c.env for c in cells):
+        ranked = sorted((c for c in cells if c.env == env and c.values.get(key)), key=lambda c: -c.values[key].mean)
+        where = f"{what}" + (f" on {env}" if env else "")
+        claims += [f"{where}: " + compare(ranked[0].variant, ranked[0].values[key], c.variant, c.values[key], digits)
+                   for c in ranked[1:]]
+    return claims
+
+
+def _value_cells(steps: list[Step], make: Callable[[str, str | None, list[Step]], ValueCell]) -> list[ValueCell]:
+    """One cell per (env, variant): seeds of one variant on different data are not pooled."""
+    keys = list(dict.fromkeys((s.env, s.variant) for s in steps))
+    return [make(v, env, [s for s in steps if (s.env, s.variant) == (env, v)]) for env, v in keys]
+
+
+def _bars(cells: list[ValueCell], key: str) -> dict[str, Stat | None]:
+    several_envs = len({c.env for c in cells}) > 1
+    return {(f"{c.variant} @ {c.env}" if several_envs else c.variant): c.values.get(key) for c in cells}
+
+
+def probe_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) -> list[ValueCell]:
+    cells = _value_cells(steps, probe_cell)
+    if any(c.values["mean_r2"] for c in cells):
+        path = plots.bars(doc.figure_path(label, "probe"), {"mean R²": _bars(cells, "mean_r2")},
+                          f"{label}: linear probe of the physics state")
+        doc.figure(path, f"{label} probe R²")
+    doc.add(probe_table(cells), "")
+    _notes(doc, [(c.variant, n) for c in cells for n in c.notes])
+    claims += _value_claims(f"probe mean R² ({label})", cells, "mean_r2", 3)
+    return cells
+
+
+def pretrain_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) -> list[ValueCell]:
+    cells = _value_cells(steps, pretrain_cell)
+    series = {name: _bars(cells, key) for name, key in
+              (("val accuracy", "val/accuracy"), ("val loss", "val/loss")) if any(c.values[key] for c in cells)}
+    if series:
+        doc.figure(plots.bars(doc.figure_path(label, "pretrain"), series, f"{label}: final validation"),
+                   f"{label} validation")
+    doc.add(pretrain_table(cells), "")
+    doc.add("Losses of different objectives are on different scales; accuracy is only defined for contrastive "
+            "objectives (chance = 1 / batch).", "")
+    _notes(doc, [(c.variant, n) for c in cells for n in c.notes])
+    claims += _value_claims(f"pretrain val accuracy ({label})", cells, "val/accuracy", 3)
+    return cells
+
+
+def _notes(doc: Doc, notes: list[tuple[str, str]]) -> None:
+    if notes:
+        doc.add("Partial or missing:", *(f"- {who}: {note}" for who, note in notes), "")
+
+
+SECTIONS = {"train": train_section, "probe": probe_section, "pretrain": pretrain_section}
+
+
+def group_sections(doc: Doc, steps: list[Step], prefix: str) -> None:
+    """A section per (group, kind) with numbers, then joins, then the claims."""
+    claims: list[str] = []
+    found: dict[str, list[tuple[str, list]]] = {"train": [], "probe": [], "pretrain": []}
+    for group in _ordered([s.group for s in steps]):
+        for kind in _ordered([s.kind for s in steps if s.group == group]):
+            if kind not in SECTIONS:
+                continue
+            members = [s for s in steps if s.group == group and s.kind == kind]
+            doc.add(f"### {group} ({kind}, {len(members)} step{'s' if len(members) > 1 else ''})", "")
+            found[kind].append((group, SECTIONS[kind](doc, members, f"{prefix} {group}".strip(), claims)))
+    probes = [c for _, cells in found["probe"] for c in cells]
+    pretrained = [c for _, cells in found["pretrain"] for c in cells]
+    for t_group, t_cells in found["train"]:
+        if table := join_table(t_cells, probes, pretrained):
+            doc.add(f"### {t_group}: final return beside the probe and pretraining of the same variant", "", table, "")
+    doc.add("### Claims (numbers only)", "")
+    doc.add(*(f"- {c}" for c in claims) if claims else ("_Nothing to compare: fewer than two variants with results._",))
+    doc.add("")
+
+
+# --------------------------------------------------------------------------- experiment and plain runs
+
+
+def _command(argv: list[str], prefix: str = "") -> str:
+    return prefix + shlex.join(argv) if argv else "—"
+
+
+def experiment_section(doc: Doc, exp: Experiment) -> None:
+    m = exp.meta
+    machine = m.get("machine") or {}
+    doc.add(f"## Experiment: {exp.name}", "")
+    doc.add(f"- **question**: {m.get('question') or '—'}", f"- **scale**: {m.get('scale') or '—'}",
+            f"- **seeds**: {m.get('seeds', '—')}", f"- **notes**: {m.get('notes') or '—'}",
+            f"- **created**: {m.get('created') or '—'}", f"- **git commit**: {m.get('git_commit') or '—'}",
+            "- **machine**: " + (", ".join(f"{k} {v}" for k, v in machine.items()) if machine else "—"),
+            f"- **directory**: `{exp.path}`", "", "Command:", "", "```", _command(m.get("command") or []), "```", "")
+    counts = Counter(s.status for s in exp.steps)
+    doc.add(f"Steps: {len(exp.steps)} — " + ", ".join(f"{n} {status}" for status, n in counts.most_common()), "")
+    not_done = [s for s in exp.steps if s.status != "done"]
+    if not_done:
+        doc.add("Steps not done:", "", md_table(
+            ["step", "kind", "variant", "seed", "status", "exit code", "output"],
+            [[s.id, s.kind, s.variant, "—" if s.seed is None else str(s.seed), s.status, "—" if s.returncode is None else str(s.returncode),
+              f"`{s.out}`" + ("" if s.result is not None else " (none)")] for s in not_done]), "")
+    for s in not_done:
+        if s.status == "failed" and s.log and (tail := _last_line(exp.path / s.log)):
+            doc.add(f"- {s.id} failed; last line of `{exp.path / s.log}`: `{tail}`")
+    doc.add("")
+    group_sections(doc, exp.steps, exp.name)
+    doc.add("<details><summary>Step commands and wall times</summary>", "", md_table(
+        ["step", "status", "wall time", "command"],
+        [[s.id, s.status, f"{s.wall_time_s:.0f} s" if s.wall_time_s is not None else "—",
+          f"`{_command(s.command, 'atcrl ')}`" if s.command else "—"] for s in exp.steps]), "", "</details>", "")
+
+
+def _last_line(path: Path, limit: int = 300) -> str | None:
+    """The last non-empty line of a log (usually the error), shortened; None when unreadable."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return (lines[-1][:limit].replace("`", "'") + ("…" if len(lines[-1]) > limit else "")) if lines else None
+
+
+def plain_steps(runs: list[Result]) -> list[Step]:
+    """Runs given directly as steps of one pseudo-experiment: train runs grouped by env, variant = preset."""
+    steps = []
+    for run in runs:
+        if isinstance(run, TrainRun):
+            steps.append(Step(id=run.path.name, kind="train", group="train runs", variant=run.preset, seed=run.seed,
+                              env=run.env, status="done" if run.finished else "partial", command=[],
+                              out=str(run.path), result=run))
+        elif isinstance(run, PretrainRun):
+            steps.append(Step(id=run.path.name, kind="pretrain", group="pretrain runs",
+                              variant=run.objective or run.path.name, seed=None, env=None,
+                              status="done" if run.exported else "partial", command=[], out=str(run.path),
+                              result=run))
+        elif isinstance(run, ProbeRun):
+            steps.append(Step(id=run.path.name, kind="probe", group="probes", variant=run.path.stem, seed=None,
+                              env=None, status="done", command=[], out=str(run.path), result=run))
+    return steps
+
+
+def runs_section(doc: Doc, runs: list[Result]) -> None:
+    doc.add("## Runs given directly", "", md_table(
+        ["run", "kind", "what", "last step", "status"],
+        [[f"`{s.out}`", s.kind, f"{s.variant} {s.env or ''}".strip(), _last(s.result), s.status]
+         for s in plain_steps(runs)]), "")
+    group_sections(doc, plain_steps(runs), "")
+
+
+def _last(run: Result | None) -> str:
+    if isinstance(run, TrainRun):
+        return f"agent {run.last_step} (env {fmt_steps(run.last_step * run.action_repeat)})"
+    if isinstance(run, PretrainRun):
+        return f"update {run.last_update}"
+    return "—"
+
+
+def header(doc: Doc, inputs: list[str], problems: list[str]) -> None:
+    doc.add("# atcrl report", "", f"Generated {datetime.now().isoformat(timespec='seconds')} from: "
+            + ", ".join(f"`{p}`" for p in inputs), "")
+    doc.add("Env steps = agent steps × action repeat (the paper's x-axis). Means are over seeds; std is the sample "
+            f"std (n − 1). Paper anchors: {SOURCE}.", "")
+    if problems:
+        doc.add("## Problems reading the inputs", "", *(f"- {p}" for p in problems), "")

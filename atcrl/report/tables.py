@@ -1,0 +1,95 @@
+"""Markdown tables of the aggregated cells, with the paper's anchors beside our train results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from atcrl.report.anchors import COLUMNS, anchors_for, format_anchor
+from atcrl.report.stats import TrainCell, ValueCell, fmt_range, fmt_stat, fmt_steps
+
+PRETRAIN_COLUMNS = ("val/accuracy", "val/loss", "ul/accuracy", "ul/loss")
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _hours(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"
+
+
+def train_table(cells: Sequence[TrainCell]) -> str:
+    """env × variant: final eval return over seeds, the env steps it was reached at, anchors, speed."""
+    with_anchors = any(anchors_for(c.env) for c in cells)
+    headers = ["env", "variant", "seeds", "final eval return (mean ± std)", "at env steps (ours)"]
+    if with_anchors:
+        headers += [f"{m} {fmt_steps(n)}" for m, n in COLUMNS]
+    headers += ["agent steps/s overall", "steps/s last logged", "wall time / seed"]
+    rows = []
+    for c in cells:
+        row = [c.env, c.variant, c.seeds_text, fmt_stat(c.final, 1, n=False), fmt_range(c.final_env_steps)]
+        if with_anchors:
+            anchors = anchors_for(c.env)
+            row += [format_anchor(anchors.get(col)) for col in COLUMNS]
+        row += [fmt_stat(c.steps_per_s, 2, n=False), fmt_stat(c.last_rate, 2, n=False),
+                _hours(c.wall_time_s.mean) if c.wall_time_s else "—"]
+        rows.append(row)
+    return md_table(headers, rows)
+
+
+def _env_column(cells: Sequence[ValueCell]) -> bool:
+    return len({c.env for c in cells}) > 1
+
+
+def probe_table(cells: Sequence[ValueCell]) -> str:
+    tasks = sorted({k[5:] for c in cells for k in c.values if k.startswith("task:")})
+    env = _env_column(cells)
+    headers = ["env"] * env + ["variant", "seeds", "mean R² (mean ± std)"]
+    headers += [f"R² {t}" for t in tasks] if len(tasks) > 1 else []
+    rows = []
+    for c in cells:
+        row = [str(c.env)] * env + [c.variant, c.seeds_text("mean_r2"), fmt_stat(c.values.get("mean_r2"), 3, n=False)]
+        if len(tasks) > 1:
+            row += [fmt_stat(c.values.get(f"task:{t}"), 3, n=False) for t in tasks]
+        rows.append(row)
+    return md_table(headers, rows)
+
+
+def pretrain_table(cells: Sequence[ValueCell]) -> str:
+    env = _env_column(cells)
+    headers = ["env"] * env + ["variant", "seeds", "val accuracy", "val loss", "train accuracy", "train loss",
+                               "at update"]
+    rows = [[str(c.env)] * env + [c.variant, c.seeds_text("val/loss"),
+                                  *(fmt_stat(c.values.get(k), 3, n=False) for k in PRETRAIN_COLUMNS),
+                                  c.extra.get("updates", "—")] for c in cells]
+    return md_table(headers, rows)
+
+
+def _match(cells: Sequence[ValueCell], env: str, variant: str) -> ValueCell | None:
+    """The cell of ``variant`` on ``env``, else one of ``variant`` that names no env."""
+    same = [c for c in cells if c.variant == variant and c.env in (env, None)]
+    return next((c for c in same if c.env == env), same[0] if same else None)
+
+
+def join_table(train: Sequence[TrainCell], probes: Sequence[ValueCell], pretrained: Sequence[ValueCell]) -> str | None:
+    """Per (env, variant) of a train group: final return beside the probe R² and the pretraining val accuracy of
+    the same variant on the same env; None when no variant has a return and one of the other two."""
+    rows, joined = [], False
+    for c in train:
+        probe, pre = _match(probes, c.env, c.variant), _match(pretrained, c.env, c.variant)
+        r2 = probe.values.get("mean_r2") if probe else None
+        acc = pre.values.get("val/accuracy") if pre else None
+        joined |= c.final is not None and (r2 is not None or acc is not None)
+        rows.append([c.env, c.variant, fmt_stat(c.final, 1), fmt_stat(r2, 3), fmt_stat(acc, 3)])
+    if not joined:
+        return None
+    return md_table(["env", "variant", "final eval return", "probe mean R²", "pretrain val accuracy"], rows)
