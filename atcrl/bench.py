@@ -1,8 +1,10 @@
 """`atcrl bench`: what this machine can do, and what the fast path gets out of it, as JSON + a markdown table.
 
-    atcrl bench                          # everything, ~20-30 min on a 2-core CPU
+    atcrl bench                          # everything, ~30-45 min on a 2-core CPU (scaling: ~10-12)
     atcrl bench --only encoder,atc       # some sections
     atcrl bench --quick                  # smoke test: tiny sizes, seconds
+    atcrl bench --only scaling           # scaling curves (batch size, envs, DDP processes) + PNG plots
+    atcrl bench --plot-only bench/out    # redraw the PNG plots from an existing bench.json
 
 Every fast-path figure is set next to the plain fp32 eager path of the same code. Measurements
 whose process-wide state matters (allocator, threads, compiled graphs) run in fresh processes,
@@ -15,6 +17,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +27,14 @@ import torch
 
 from atcrl import fastpath
 from atcrl.bench_compute import ENCODER_INPUTS, ablation, encoder_flops_per_image, matmul_gflops
+from atcrl.bench_plots import plot_report, replot
 from atcrl.bench_report import derive, write_markdown
+from atcrl.bench_scaling import ScalingPlan, quick_plan, run_scaling
 from atcrl.bench_timing import in_subprocess
 from atcrl.device import resolve_device
 from atcrl.fastpath import FastPathConfig
 
-SECTIONS = ("roofline", "encoder", "threads", "allocator", "atc", "accuracy", "replay", "envs", "agents")
+SECTIONS = ("roofline", "encoder", "threads", "allocator", "atc", "accuracy", "replay", "envs", "agents", "scaling")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class BenchConfig:
     """Directory for bench.json and bench.md (bench/out/ is git-ignored)."""
     only: tuple[str, ...] = ()
     """Sections to run (comma- or space-separated), e.g. `--only encoder,atc`; empty = all of: roofline, encoder,
-    threads, allocator, atc, accuracy, replay, envs, agents."""
+    threads, allocator, atc, accuracy, replay, envs, agents, scaling."""
     quick: bool = False
     """Smoke test: tiny batches, one repetition, tiny envs, everything in this process (figures meaningless)."""
     device: str = "auto"
@@ -60,6 +65,19 @@ class BenchConfig:
     """Seeds per variant in the accuracy check (the tolerance comes from their spread)."""
     replay_transitions: int = 100_000
     """Transitions in the replay-memory measurement."""
+    scaling_batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    """Scaling section: batch sizes of the encoder-training (DMC and Atari encoders) and ATC-pretraining curves."""
+    scaling_num_envs: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    """Scaling section: numbers of envs in the atari:Pong vector env (ALE's threaded vector env)."""
+    scaling_ddp_processes: tuple[int, ...] = (1, 2)
+    """Scaling section: torchrun process counts for offline ATC pretraining (gloo, same global batch, --threads
+    intra-op threads each); the first is the reference of the speed-up ratios."""
+    scaling_ddp_batch_size: int = 256
+    """Scaling section: global ATC batch of the DDP runs (the DMC preset's), split evenly over the processes."""
+    scaling_ddp_updates: int = 40
+    """Scaling section: updates per DDP run; the first eighth (one log window) is warm-up and not timed."""
+    plot_only: Path | None = None
+    """Measure nothing: redraw the PNG plots from DIR/bench.json into DIR (e.g. after changing the plots)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sections) - set(SECTIONS))
@@ -69,6 +87,17 @@ class BenchConfig:
             raise ValueError("threads and seconds must be >= 0 and batch_sizes positive")
         if self.accuracy_updates < 1 or self.accuracy_seeds < 1 or self.replay_transitions < 1000:
             raise ValueError("accuracy_updates and accuracy_seeds must be >= 1, replay_transitions >= 1000")
+        for name, low in (("scaling_batch_sizes", 2), ("scaling_num_envs", 1), ("scaling_ddp_processes", 1)):
+            values = getattr(self, name)
+            if not values or min(values) < low:
+                raise ValueError(f"{name} must be a non-empty list of integers >= {low}, got {list(values)}")
+        bad = [n for n in self.scaling_ddp_processes if self.scaling_ddp_batch_size % n]
+        if self.scaling_ddp_batch_size < 2 or bad:
+            raise ValueError(f"scaling_ddp_batch_size {self.scaling_ddp_batch_size} must be >= 2 and split evenly "
+                             f"over every process count in scaling_ddp_processes (not over {bad})")
+        if self.scaling_ddp_updates < 4:
+            raise ValueError(f"scaling_ddp_updates must be >= 4 (a warm-up window plus timed ones), "
+                             f"got {self.scaling_ddp_updates}")
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -212,6 +241,18 @@ def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Ru
     return {"rows": rows}
 
 
+def bench_scaling(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
+    """Throughput vs batch size, vs number of envs, and vs DDP processes (see atcrl/bench_scaling.py)."""
+    if cfg.quick:
+        plan = quick_plan(cfg.scaling_ddp_processes)
+    else:
+        plan = ScalingPlan(batch_sizes=cfg.scaling_batch_sizes, num_envs=cfg.scaling_num_envs,
+                           ddp_processes=cfg.scaling_ddp_processes, ddp_batch_size=cfg.scaling_ddp_batch_size,
+                           ddp_updates=cfg.scaling_ddp_updates, reps=s.reps, warmup=s.warmup, seconds=s.seconds,
+                           matmul_n=s.matmul_n)
+    return run_scaling(plan, run, device, threads, proc_env=_no_malloc_env())
+
+
 def _guarded(run: _Runner, target: str, labels: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """``labels`` plus the result of ``run(target, **kwargs)``, or plus the error it raised."""
     # An agent loop that is mid-change elsewhere must not take the other sections' figures down with it.
@@ -243,7 +284,18 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def run_bench(cfg: BenchConfig) -> int:
-    """Run the chosen sections, write bench.json and bench.md to cfg.out; 1 if any section failed."""
+    """Run the chosen sections, write bench.json, bench.md and plots to cfg.out; 1 if any section failed.
+
+    With cfg.plot_only, only redraw the plots of an existing bench.json (2 if there is none).
+    """
+    if cfg.plot_only is not None:
+        try:
+            paths = replot(cfg.plot_only)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"atcrl bench: error: {e}", file=sys.stderr)
+            return 2
+        print("atcrl bench: wrote " + (", ".join(map(str, paths)) or "no plots (no section with plots in bench.json)"))
+        return 0
     device = str(resolve_device(cfg.device))
     threads = fastpath.resolve_threads(cfg.threads)
     sizes, runner = _sizes(cfg), _Runner(isolated=not cfg.quick)
@@ -257,6 +309,7 @@ def run_bench(cfg: BenchConfig) -> int:
             result = globals()[f"bench_{name}"](cfg, sizes, device, threads, runner)
         except Exception as e:  # noqa: BLE001 -- one broken section must not lose the others' results
             result = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        if result.get("error") or result.get("errors"):  # "errors": parts of a section that failed
             failed.append(name)
         result["seconds"] = time.perf_counter() - start
         report["sections"][name] = result
@@ -272,6 +325,11 @@ def _write(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(write_markdown(report))
+    try:
+        plot_report(report, out)
+    except Exception as e:  # noqa: BLE001 -- the figures are on disk already; a plot must not stop the run
+        print(f"atcrl bench: warning: plotting failed ({type(e).__name__}: {e}); "
+              f"retry with `atcrl bench --plot-only {out}`", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

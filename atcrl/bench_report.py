@@ -31,6 +31,37 @@ def derive(report: dict[str, Any]) -> None:
         ref = _find(agents, variant="fp32 eager", agent=row.get("agent"))
         if ref is not None and row.get("steps_per_s") and ref.get("steps_per_s"):
             row["ratio_vs_eager"] = row["steps_per_s"] / ref["steps_per_s"]
+    if "error" not in sections.get("scaling", {"error": None}):
+        _derive_scaling(sections["scaling"])
+
+
+def _derive_scaling(r: dict[str, Any]) -> None:
+    """GFLOP/s, fractions of the section's own fp32 and bf16 roofline, and ratios, on the scaling rows."""
+    roof = r.get("roofline", {})
+    peaks = {p: roof[p]["gflops"] for p in ("fp32", "bf16") if isinstance(roof.get(p), dict)}
+    encoder, atc = r.get("encoder", []), r.get("atc", [])
+    for row in encoder:
+        _add_fractions(row, r["flops_per_image"][row["arch"]] * row["per_s"], peaks)
+        _add_ratio(row, _find(encoder, variant="fp32 eager", arch=row["arch"], batch=row["batch"]), "per_s")
+    for row in atc:
+        row["images_per_cpu_s"] = 2 * row["batch"] * row["per_cpu_s"]
+        _add_fractions(row, row["flops_per_update"] * row["updates_per_s"], peaks)
+        _add_ratio(row, _find(atc, variant="fp32 eager", batch=row["batch"]), "updates_per_s")
+    envs = r.get("envs", [])
+    for row in envs:  # speed-up over the fewest envs of the same spec
+        same = [x for x in envs if x["spec"] == row["spec"] and x["vector"] == row["vector"]]
+        _add_ratio(row, min(same, key=lambda x: x["num_envs"]), "env_steps_per_s", "speedup")
+    ddp = r.get("ddp", [])
+    first = r.get("ddp_processes", [1])[0]
+    for row in ddp:
+        _add_ratio(row, _find(ddp, variant=row["variant"], processes=first), "updates_per_s", "speedup")
+        _add_ratio(row, _find(ddp, variant="fp32 eager", processes=row["processes"]), "updates_per_s")
+
+
+def _add_fractions(row: dict[str, Any], flops_per_s: float, peaks: dict[str, float]) -> None:
+    row["gflops"] = flops_per_s / 1e9
+    for p, peak in peaks.items():
+        row[f"{p}_roofline_fraction"] = row["gflops"] / peak
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -161,3 +192,64 @@ def _md_agents(r: dict[str, Any]) -> list[str]:
              _f(x.get("ratio_vs_eager"), ".2f", "x"), x.get("error", "")[:120]] for x in r["rows"]]
     return ["Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench_agents.py).",
             ""] + _table(["agent", "variant", "batch", "agent steps/s", "vs fp32 eager", "error"], rows)
+
+
+def _md_scaling(r: dict[str, Any]) -> list[str]:
+    roof = r["roofline"]
+    intro = (f"Own roofline ({roof['threads']} thread(s), {roof['fp32']['n']}² matmul): fp32 "
+             f"{roof['fp32']['gflops']:.0f} GFLOP/s, bf16 {roof['bf16']['gflops']:.0f} GFLOP/s. Each cell: "
+             "fp32 eager / fast path. Rates per CPU second show the work itself (one thread) and are steadier than "
+             "best wall clock when other processes compete for the cores; roofline % use wall clock. "
+             "Plots: scaling_throughput.png, scaling_envs.png, scaling_ddp.png.")
+    lines = [intro, ""]
+    for part, error in r.get("errors", {}).items():
+        lines += [f"FAILED part {part}: `{error}`", ""]
+
+    def pair(rows: list[dict[str, Any]], key: str, fmt: Any = _f, **match: Any) -> str:
+        return " / ".join(fmt(x.get(key)) if x else "-" for x in
+                          (_find(rows, variant=v, **match) for v in ("fp32 eager", "fast path")))
+
+    encoder, atc = r.get("encoder", []), r.get("atc", [])
+    if encoder:
+        rows = [[arch, str(b), pair(encoder, "per_s", arch=arch, batch=b), pair(encoder, "per_cpu_s", arch=arch, batch=b),
+                 _f((_find(encoder, variant="fast path", arch=arch, batch=b) or {}).get("ratio_vs_eager"), ".2f", "x"),
+                 pair(encoder, "gflops", lambda v: _f(v, ".0f"), arch=arch, batch=b),
+                 pair(encoder, "fp32_roofline_fraction", _pct, arch=arch, batch=b),
+                 pair(encoder, "bf16_roofline_fraction", _pct, arch=arch, batch=b)]
+                for arch in dict.fromkeys(x["arch"] for x in encoder)
+                for b in sorted({x["batch"] for x in encoder if x["arch"] == arch})]
+        lines += ["Encoder training (forward + backward + Adam) vs batch size:", ""] + _table(
+            ["encoder", "batch", "images/s", "images/CPU-s", "fast vs eager", "GFLOP/s", "% fp32 roofline",
+             "% bf16 roofline"],
+            rows) + [""]
+    if atc:
+        rows = [[str(b), pair(atc, "updates_per_s", lambda v: _f(v, ".2f"), batch=b),
+                 pair(atc, "per_cpu_s", lambda v: _f(v, ".2f"), batch=b), pair(atc, "images_per_s", batch=b),
+                 _f((_find(atc, variant="fast path", batch=b) or {}).get("ratio_vs_eager"), ".2f", "x"),
+                 pair(atc, "fp32_roofline_fraction", _pct, batch=b), pair(atc, "bf16_roofline_fraction", _pct, batch=b)]
+                for b in sorted({x["batch"] for x in atc})]
+        lines += [("ATC pretraining (DMC preset, ATC.loss + ul_step, sampling included) vs batch size; images/s = "
+                   "2 x batch x updates/s (anchors and positives):"), ""] + _table(
+            ["batch", "updates/s", "updates/CPU-s", "images/s", "fast vs eager", "% fp32 roofline", "% bf16 roofline"],
+            rows) + [""]
+    if r.get("envs"):
+        rows = [[x["spec"] + (" (fast render)" if x["fast_render"] else ""), str(x["num_envs"]),
+                 "vector" if x["vector"] else "single", str(x["env_threads"]), _f(x["agent_steps_per_s"]),
+                 _f(x["env_steps_per_s"]), _f(x.get("speedup"), ".2f", "x")] for x in r["envs"]]
+        lines += ["Random-action env steps (agent steps x action repeat = env steps):", ""] + _table(
+            ["env", "envs", "kind", "env threads", "agent steps/s", "env steps/s", "vs fewest envs"], rows) + [""]
+    if r.get("ddp"):
+        rows = [[x["variant"], str(x["processes"]), f"{x['global_batch']} ({x['per_process_batch']}/process)",
+                 _f(x["updates_per_s"], ".2f"), _f(x["updates_per_s_median"], ".2f"), _f(x["images_per_s"]),
+                 _f(x.get("speedup"), ".2f", "x"), _f(x["launch_s"], ".0f"), _f(x.get("cores_used"), ".2f"),
+                 _f(x["load_average"], ".1f")]
+                for x in r["ddp"]]
+        d = r["ddp"][0]
+        lines += [(f"Offline ATC pretraining (atcrl pretrain, DMC preset) under torchrun/gloo on "
+                   f"{d['data']} {d['image_size']}px episodes recorded by atcrl collect; {d['threads_per_process']} "
+                   f"intra-op thread(s) per process; {d['updates']} updates, first log window of {d['log_every']} "
+                   "left out:"), ""] + _table(
+            ["variant", "processes", "global batch", "updates/s best", "median", "images/s",
+             f"vs {r.get('ddp_processes', [1])[0]} process(es)",
+             "launch s", "cores used", "load average"], rows)
+    return lines
