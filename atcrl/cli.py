@@ -44,6 +44,9 @@ COMMANDS: dict[str, Command] = {
                      "linear-probe an encoder: R^2 of the physics state from its features, held-out episodes"),
     "export": Command("atcrl.export_cli", "ExportConfig", "run_export",
                       "export the encoder of a run's checkpoint as safetensors + json"),
+    "experiment": Command("atcrl.experiments.cli", "ExperimentConfig", "run_experiment",
+                          "run a paper experiment (online, ul-benchmark, multitask, ablations, latent-replay) at full "
+                          "or cpu-small scale; resumable"),
     "report": Command("atcrl.report.cli", "ReportConfig", "run_report",
                       "markdown tables and PNG plots from experiment/run directories, with the paper's anchor numbers"),
     "bench": Command("atcrl.bench", "BenchConfig", "run_bench",

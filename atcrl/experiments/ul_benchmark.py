@@ -1,0 +1,104 @@
+"""ul-benchmark: the offline UL benchmark. One set of expert demonstrations; an encoder pretrained on it by
+each UL objective; each encoder scored by a linear probe of the physics state and by SAC trained on
+it frozen (cached latents), against end-to-end RL from scratch.
+
+Pixel control needs discrete actions, so on DMC it is not applicable; the full scale adds the
+Atari half of the benchmark (Breakout: a PPO expert's episodes, every objective including pixel
+control, frozen PPO). The scales and how they differ from the paper are in NOTES.
+"""
+
+from __future__ import annotations
+
+from atcrl.experiments import commands, scales
+from atcrl.experiments.commands import PPORun, Pretrain
+from atcrl.experiments.offline import Reuse, demonstrations
+from atcrl.experiments.spec import Experiment, Scale, Step
+
+NAME = "ul-benchmark"
+QUESTION = ("Encoders pretrained on expert demonstrations and then frozen: ATC beats the other UL objectives "
+            "(AC, ATS, CPC, ST-DIM, VAE, pixel control, inverse model, random) for RL, and RL on a frozen ATC "
+            "encoder is competitive with end-to-end RL.")
+
+DMC_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "inverse", "random")
+ATARI_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "pixel-control", "inverse", "random")
+OBJECTIVES: dict[Scale, tuple[str, ...]] = {"full": DMC_OBJECTIVES, "cpu-small": DMC_OBJECTIVES,
+                                            "tiny": ("atc",)}
+
+ATARI_GAME = "atari:Breakout"
+ATARI_EXPERT = PPORun(10_000_000, eval_episodes=10)
+ATARI_FROZEN = PPORun(10_000_000, eval_episodes=10)
+ATARI_EPISODES = 100
+ATARI_MAX_STEPS = 5_000
+"""Cut recorded Atari episodes here (27k steps otherwise), so one long episode cannot dominate the data."""
+
+NOTES: dict[Scale, str] = {
+    "full": "DMC: a RAD-SAC expert (dmc-rad) on cartpole-swingup for the paper's 47.5k agent steps; 400 of its "
+            "episodes sampled from its stochastic policy (50k steps, the size of the paper's expert replay; the "
+            "paper used the replay itself, i.e. also the expert's early episodes); 40 more episodes with other "
+            "seeds for the probe. Each objective: 1e4 updates, the DMC preset (ATC family batch 256; the others "
+            "their paper batches). Frozen SAC (latent replay, sub-pixel shift) at the paper's length. Pixel "
+            "control is not applicable to DMC (continuous actions). Atari: a PPO expert (atari-ppo, 10M steps "
+            "instead of the paper's DQN replay after 15M), 100 episodes (cut at 5000 steps), 2e4 updates per "
+            "objective (Atari preset), frozen PPO for 10M steps against end-to-end PPO; Atari has no physics "
+            "state, so no probe.",
+    "cpu-small": "DMC only (Atari: full scale only). A small expert: dmc-rad on cartpole-swingup for 3000 agent steps "
+                 "(1000 warm-up, batch 128); 30 of its episodes for pretraining, 12 more for the probe. Each "
+                 "objective: 1000 updates instead of 1e4, at half its paper batch (ATC family and inverse model 128, "
+                 "CPC 8 sequences of 32, ST-DIM 32, VAE 64): CPC, ST-DIM and VAE make only 1-3 updates/s on this "
+                 "CPU. Frozen SAC and the end-to-end reference: 4000 agent "
+                 "steps, 1000 warm-up, batch 128, evaluation every 500 steps with 5 episodes. Fast rendering "
+                 "everywhere (data and RL alike). Pixel control is not applicable to DMC (continuous actions).",
+    "tiny": "Smoke test on tiny:point: random-policy episodes, ATC only; the numbers mean nothing.",
+}
+
+
+def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
+    env = scales.TASK[scale]
+    task = commands.task_of(env)
+    source = demonstrations(env, scales.DEMOS[scale], reuse, fast_render=scales.FAST_RENDER[scale],
+                            image_size=scales.IMAGE_SIZE[scale])
+    steps: list[Step] = list(source.steps)
+    size, rl = scales.PRETRAIN[scale], scales.RL[scale]
+    # The references need nothing: early in the plan, they run alongside the expert.
+    steps += [commands.train_sac(f"end-to-end-{task}-s{seed}", group="frozen-rl", variant="end-to-end", seed=seed,
+                                 env=env, preset="dmc-rad", run=rl) for seed in seeds]
+    for seed in seeds:
+        for objective in OBJECTIVES[scale]:
+            pre = f"pretrain-{objective}-s{seed}"
+            steps.append(commands.pretrain(pre, group="pretrain", variant=objective, seed=seed, env=env,
+                                           data=(source.data,), objective=objective, size=size,
+                                           depends=source.data_deps))
+            steps.append(commands.probe(f"probe-{objective}-s{seed}", group="probe", variant=objective, seed=seed,
+                                        env=env, encoder=pre, data=(source.probe_data,), frames=source.probe_frames,
+                                        depends=(pre, *source.probe_deps)))
+            steps.append(commands.train_sac(f"frozen-{objective}-{task}-s{seed}", group="frozen-rl",
+                                            variant=objective, seed=seed, env=env, preset="dmc-frozen", run=rl,
+                                            encoder=pre, depends=(pre,)))
+    if scale == "full":
+        steps += atari_steps(seeds, scales.PRETRAIN["full"])
+    notes = NOTES[scale] + (f" Reused: {source.notes}." if source.notes else "")
+    return Experiment(NAME, scale, seeds, QUESTION, notes, tuple(steps))
+
+
+def atari_steps(seeds: tuple[int, ...], size: Pretrain) -> list[Step]:
+    """The Atari half at full scale: PPO expert -> episodes -> every objective -> frozen PPO."""
+    game = commands.task_of(ATARI_GAME)
+    expert, data = f"atari-expert-{game}", f"atari-demos-{game}"
+    steps = [commands.train_ppo(expert, group="atari-expert", variant="end-to-end", seed=0, env=ATARI_GAME,
+                                preset="atari-ppo", run=ATARI_EXPERT),
+             commands.collect(data, group="atari-demonstrations", variant="expert", seed=0, env=ATARI_GAME,
+                              episodes=ATARI_EPISODES, checkpoint=expert, explore=True, max_steps=ATARI_MAX_STEPS,
+                              depends=(expert,))]
+    atari = Pretrain(size.updates, size.batch_fraction, "atari", size.eval_every, size.extra)
+    for seed in seeds:
+        for objective in ATARI_OBJECTIVES:
+            pre = f"atari-pretrain-{objective}-s{seed}"
+            steps.append(commands.pretrain(pre, group="atari-pretrain", variant=objective, seed=seed, env=ATARI_GAME,
+                                           data=(data,), objective=objective, size=atari, depends=(data,)))
+            steps.append(commands.train_ppo(f"atari-frozen-{objective}-{game}-s{seed}", group="atari-frozen-rl",
+                                            variant=objective, seed=seed, env=ATARI_GAME, preset="atari-ppo-frozen",
+                                            run=ATARI_FROZEN, encoder=pre, depends=(pre,)))
+        steps.append(commands.train_ppo(f"atari-end-to-end-{game}-s{seed}", group="atari-frozen-rl",
+                                        variant="end-to-end", seed=seed, env=ATARI_GAME, preset="atari-ppo",
+                                        run=ATARI_FROZEN))
+    return steps

@@ -1,0 +1,220 @@
+"""`atcrl experiment`: every plan is well formed and parses with the real command configs; a tiny
+experiment runs end to end, resumes without redoing work, continues an interrupted training run,
+and records a failing step while skipping its dependants and running independent steps."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import tyro
+
+from atcrl.cli import COMMANDS
+from atcrl.experiments import cost, plans, record
+from atcrl.experiments.cli import ExperimentConfig, run_experiment
+from atcrl.experiments.runner import Runner, thread_env
+from atcrl.experiments.spec import SCALES, Experiment, PlanError, Step
+
+ALL = [(name, scale) for name in plans.NAMES for scale in SCALES]
+STEP_KEYS = {"id", "kind", "group", "variant", "seed", "env", "depends", "command", "out", "status", "returncode",
+             "wall_time_s"}
+TOP_KEYS = {"name", "scale", "seeds", "question", "notes", "created", "machine", "git_commit", "command", "steps"}
+
+
+def config_class(kind: str) -> type:
+    import importlib
+
+    cmd = COMMANDS[kind]
+    return getattr(importlib.import_module(cmd.module), cmd.config)
+
+
+def flag(command: tuple[str, ...], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+@pytest.mark.parametrize(("name", "scale"), ALL)
+def test_plan_is_well_formed(name, scale):
+    exp = plans.build(name, scale)
+    ids = [s.id for s in exp.steps]
+    assert len(ids) == len(set(ids)) and exp.question and exp.notes
+    outputs = {s.out: s for s in exp.steps}
+    for i, step in enumerate(exp.steps):
+        earlier = set(ids[:i])
+        assert set(step.depends) <= earlier  # acyclic: dependencies come first
+        # The command writes where the record says, and reads other steps' outputs only after them.
+        assert flag(step.command, "--out") == step.out
+        read = {tok for tok in step.command if tok in outputs and tok != step.out}
+        assert read <= set(step.depends), f"{step.id} reads {read - set(step.depends)} without depending on it"
+        assert step.seed in exp.seeds or step.group in ("expert", "demonstrations", "atari-expert",
+                                                        "atari-demonstrations")
+        if step.kind in ("train", "pretrain"):
+            assert flag(step.command, "--seed") == str(step.seed)
+        assert step.estimate_s > 0
+    # Everything a scale compares is rendered one way, so encoders see the pixels the RL runs see.
+    sac = [s for s in exp.steps if s.kind == "train" and "--sac.fast-render" in s.command]
+    collects = [s for s in exp.steps if s.kind == "collect" and "--fast-render" in s.command]
+    if scale == "full":
+        assert not sac and not collects
+        paper_defaults = ("--sac.batch-size", "--sac.warmup-steps", "--eval-every", "--batch-size")
+        assert not any(f in s.command for s in exp.steps for f in paper_defaults)
+    elif scale == "cpu-small":
+        dmc = [s for s in exp.steps if (s.env or "").startswith("dmc:")]
+        assert all(s in sac or s in collects or s.kind in ("pretrain", "probe") for s in dmc)
+
+
+PER_STEP = ("--out", "--seed", "--env", "--encoder", "--data", "--checkpoint")
+"""Flags whose values name a step's own paths, seed or env: commands differing only there parse alike."""
+
+
+def distinct_commands(exp: Experiment) -> list[Step]:
+    seen, kept = set(), []
+    for step in exp.steps:
+        shape = tuple("*" if i and step.command[i - 1] in PER_STEP else tok for i, tok in enumerate(step.command))
+        if shape not in seen:
+            seen.add(shape)
+            kept.append(step)
+    return kept
+
+
+@pytest.mark.parametrize("name", plans.NAMES)
+def test_every_command_parses_with_its_real_config(name):
+    # Full plans repeat their commands per seed: one seed covers every distinct command line.
+    for exp in (plans.build(name, "full", 1), plans.build(name, "cpu-small"), plans.build(name, "tiny")):
+        for step in distinct_commands(exp):
+            cfg = tyro.cli(config_class(step.kind), args=list(step.command[1:]))
+            if step.kind == "train":
+                assert cfg.out == step.out and cfg.seed == step.seed
+
+
+def test_full_scale_uses_the_paper_run_lengths():
+    exp = plans.build("online", "full", 1)
+    steps = {s.env: int(flag(s.command, "--steps")) for s in exp.steps if s.group == "online-dmc"}
+    assert steps["dmc:cartpole-swingup"] == 47_500 and steps["dmc:cheetah-run"] == 260_000
+    assert steps["dmc:finger-spin"] == 260_000  # 500k env steps at action repeat 2, plus the warm-up
+    ppo = [s for s in exp.steps if s.group == "online-atari"]
+    assert ppo and all(flag(s.command, "--steps") == "25000000" for s in ppo)
+    pre = [s for s in plans.build("ul-benchmark", "full", 1).steps if s.kind == "pretrain"]
+    assert {s.variant for s in pre if s.group == "atari-pretrain"} >= {"pixel-control", "atc", "cpc"}
+    assert "pixel-control" not in {s.variant for s in pre if s.group == "pretrain"}  # DMC: continuous actions
+
+
+def test_cost_schedule_bounds():
+    exp = plans.build("ul-benchmark", "cpu-small")
+    total = cost.total_seconds(exp.steps)
+    assert cost.wall_seconds(exp.steps, 1) == pytest.approx(total)
+    two = cost.wall_seconds(exp.steps, 2)
+    assert total / 2 <= two < total
+    # The expert -> demonstrations -> pretrain -> frozen chain bounds any number of jobs from below.
+    chain = sum(exp.step(i).estimate_s for i in ("expert-cartpole-swingup", "demos-cartpole-swingup",
+                                                 "pretrain-stdim-s0", "frozen-stdim-cartpole-swingup-s0"))
+    assert cost.wall_seconds(exp.steps, 100) >= chain
+
+
+def test_dry_run_prints_every_command_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "exp"
+    cfg = ExperimentConfig("ablations", scale="cpu-small", out=str(out), dry_run=True)
+    assert run_experiment(cfg) == 0
+    printed = capsys.readouterr().out
+    exp = plans.build("ablations", "cpu-small")
+    for step in exp.steps:
+        assert "atcrl " + shlex.join(step.command) in printed
+    assert not out.exists()
+
+
+def test_list_names_every_experiment(capsys):
+    assert run_experiment(ExperimentConfig(list_experiments=True)) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in plans.NAMES) and printed.count("cpu-small:") == len(plans.NAMES)
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
+    assert run_experiment(ExperimentConfig("online", scale="tiny", data=str(tmp_path), dry_run=True)) == 2
+    assert run_experiment(ExperimentConfig("latent-replay", scale="tiny", encoder=str(tmp_path / "none"),
+                                           dry_run=True)) == 2
+    assert run_experiment(ExperimentConfig("ul-benchmark", scale="tiny", data=str(tmp_path), dry_run=True)) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_record_merge_grows_seeds_but_refuses_other_plans():
+    one = plans.build("latent-replay", "tiny", 1)
+    old = record.new_record(one, ["atcrl"])
+    old["steps"][0].update(status="done", returncode=0, wall_time_s=3.0)
+    grown = record.merge(old, plans.build("latent-replay", "tiny", 2), ["atcrl"])
+    assert grown["steps"][0]["status"] == "done" and len(grown["steps"]) > len(old["steps"])
+    assert {s["status"] for s in grown["steps"][1:]} == {"pending"}
+    with pytest.raises(PlanError, match="at scale"):
+        record.merge(old, plans.build("latent-replay", "cpu-small", 1), ["atcrl"])
+    with pytest.raises(PlanError, match="does not have"):
+        record.merge(grown, one, ["atcrl"])
+
+
+def test_steps_run_single_threaded_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_env()["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert thread_env()["OMP_NUM_THREADS"] == "2"
+
+
+def _load(out: Path) -> dict:
+    return json.loads((out / record.RECORD).read_text())
+
+
+def test_tiny_experiment_runs_resumes_and_continues_training(tmp_path):
+    out = tmp_path / "ul"
+    cfg = ExperimentConfig("ul-benchmark", scale="tiny", out=str(out), jobs=2)
+    assert run_experiment(cfg) == 0
+    rec = _load(out)
+    assert rec.keys() >= TOP_KEYS and rec["scale"] == "tiny" and rec["seeds"] == [0]
+    assert rec["command"][:3] == ["atcrl", "experiment", "ul-benchmark"]
+    kinds = set()
+    for s in rec["steps"]:
+        assert s.keys() >= STEP_KEYS and s["status"] == "done" and s["returncode"] == 0 and s["wall_time_s"] > 0
+        kinds.add(s["kind"])
+    assert kinds == {"collect", "pretrain", "probe", "train"}
+    probe = json.loads((out / "probe-atc-s0.json").read_text())
+    assert -10 < probe["mean_r2"] <= 1
+    rows = [json.loads(line) for line in (out / "pretrain-atc-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/accuracy" in r for r in rows)
+    frozen = out / "frozen-atc-point-s0"
+    rows = [json.loads(line) for line in (frozen / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/return_mean" in r for r in rows)
+    assert "action_repeat" in json.loads((frozen / "config.json").read_text())
+
+    # Re-running skips every finished step: no log grows, no state changes.
+    logs = {p.name: p.stat().st_size for p in out.glob("*.log")}
+    assert run_experiment(cfg) == 0
+    assert {p.name: p.stat().st_size for p in out.glob("*.log")} == logs
+    assert [s["started"] for s in _load(out)["steps"]] == [s["started"] for s in rec["steps"]]
+
+    # A training run the runner lost track of mid-way is continued from its checkpoint, nothing else reruns.
+    rec["steps"][[s["id"] for s in rec["steps"]].index(frozen.name)]["status"] = "running"
+    (out / record.RECORD).write_text(json.dumps(rec))
+    (frozen / "summary.json").unlink()
+    assert run_experiment(cfg) == 0
+    after = {s["id"]: s for s in _load(out)["steps"]}
+    assert after[frozen.name]["ran_command"][-2:] == ["--resume", frozen.name]
+    assert after[frozen.name]["status"] == "done" and (frozen / "summary.json").is_file()
+    grew = {p.name for p in out.glob("*.log") if p.stat().st_size != logs[p.name]}
+    assert grew == {f"{frozen.name}.log"}
+
+
+def test_failed_step_skips_dependants_and_not_the_rest(tmp_path):
+    collect = ("collect", "--env", "tiny:point", "--episodes", "1", "--image-size", "16", "--append", "--out")
+    steps = (
+        Step("probe-missing", "probe", "probe", "atc", 0, "tiny:point",
+             ("probe", "--encoder", "no-such-encoder", "--data", "no-such-data", "--out", "probe-missing.json")),
+        Step("after-probe", "collect", "demonstrations", "random", 0, "tiny:point", (*collect, "after-probe"),
+             depends=("probe-missing",)),
+        Step("independent", "collect", "demonstrations", "random", 0, "tiny:point", (*collect, "independent")),
+    )
+    exp = Experiment("ul-benchmark", "tiny", (0,), "q", "n", steps)
+    lines: list[str] = []
+    assert Runner(exp, tmp_path, jobs=2, echo=lines.append).run() == 1
+    states = {s["id"]: s for s in _load(tmp_path)["steps"]}
+    assert states["probe-missing"]["status"] == "failed" and states["probe-missing"]["returncode"] == 2
+    assert "no-such-data" in states["probe-missing"]["log_tail"]
+    assert states["after-probe"]["status"] == "skipped" and not (tmp_path / "after-probe").exists()
+    assert states["independent"]["status"] == "done" and (tmp_path / "independent" / "meta.json").is_file()
+    assert any("FAILED" in line and "probe-missing" in line for line in lines)
