@@ -1,11 +1,10 @@
 """Agent steps/s including every update: SAC in each encoder mode, and PPO + ATC.
 
 AGENT LOOPS' API: this section drives atcrl.train.sac_loop and atcrl.train.ppo_loop through their
-public functions (build_run, train / iterate) as they stand, without changing them. The fast path
-reaches them from outside: the process settings, and ``prepare_module`` on the modules a run built.
-The loops do not wrap their losses in ``fastpath.autocast`` yet, so bf16 never applies here; where
-bf16 is off by default (this CPU) that changes nothing. If a loop's API changes, this file is the
-one place to follow it.
+public functions (build_run, train / iterate), with the fast path set through the loops' own
+``fast`` field: ``build_run`` applies the process settings, prepares every conv of the agent and
+the UL objective, and the losses run under its autocast. If a loop's API changes, this file is
+the one place to follow it.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ def sac_steps_per_s(mode: str, fast: dict[str, Any], updates: int = 5, env: str 
     from atcrl.train.sac_loop import build_run, paper_config, train
 
     cfg_fast = FastPathConfig(**fast)
-    process = fastpath.configure_process(cfg_fast)
     paper = paper_config(env)
     batch = batch_size or paper.batch_size
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,17 +42,14 @@ def sac_steps_per_s(mode: str, fast: dict[str, Any], updates: int = 5, env: str 
         cfg = dataclasses.replace(
             paper, mode=mode, steps=batch + updates, warmup_steps=batch, batch_size=batch,
             replay_capacity=max(1000, 2 * (batch + updates)), eval_every=0, eval_episodes=0, log_every=batch,
-            fast_render=fast_render, device=device, encoder_path=encoder_path)
+            fast_render=fast_render, device=device, encoder_path=encoder_path, fast=cfg_fast)
         run = build_run(cfg)
-        fastpath.prepare_module(run.agent, cfg_fast)
-        if run.objective is not None:
-            fastpath.prepare_module(run.objective, cfg_fast)
         start = time.perf_counter()
         history = train(run)
         total = time.perf_counter() - start
     update_rate = history[-1][1].get("perf/steps_per_s") if history else None
     return {"mode": mode, "batch_size": batch, "updates": updates, "steps_per_s": update_rate,
-            "warmup_and_updates_s": total, "process": process, "fastpath": fastpath.describe(cfg_fast, device)}
+            "warmup_and_updates_s": total, "process": run.process, "fastpath": fastpath.describe(cfg_fast, device)}
 
 
 def _obs_shape(spec: str, image_size: int) -> tuple[int, ...]:
@@ -77,12 +72,8 @@ def ppo_steps_per_s(fast: dict[str, Any], iterations: int = 2, env: str = "atari
     from atcrl.train.ppo_loop import PPOLoopConfig, build_run, iterate
 
     cfg_fast = FastPathConfig(**fast)
-    process = fastpath.configure_process(cfg_fast)
-    cfg = PPOLoopConfig(env=env, num_envs=num_envs, ul_start_steps=0, rl_start_steps=0, device=device)
+    cfg = PPOLoopConfig(env=env, num_envs=num_envs, ul_start_steps=0, rl_start_steps=0, device=device, fast=cfg_fast)
     run = build_run(cfg)
-    fastpath.prepare_module(run.agent.net, cfg_fast)
-    if run.ul is not None:
-        fastpath.prepare_module(run.ul.objective, cfg_fast)
     shape, dtype = run.agent.policy_input_spec()
     rollout = Rollout.empty(cfg.horizon, cfg.num_envs, shape, dtype, torch.device(device))
     rates, parts = [], []
@@ -95,4 +86,4 @@ def ppo_steps_per_s(fast: dict[str, Any], iterations: int = 2, env: str = "atari
     rates.sort()
     return {"env": env, "num_envs": num_envs, "steps_per_iteration": cfg.batch_steps,
             "ul_updates_per_iteration": cfg.ul_updates_at(0), "steps_per_s": rates[len(rates) // 2],
-            "iteration_parts_s": parts, "process": process, "fastpath": fastpath.describe(cfg_fast, device)}
+            "iteration_parts_s": parts, "process": run.process, "fastpath": fastpath.describe(cfg_fast, device)}

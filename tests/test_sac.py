@@ -244,20 +244,77 @@ POINT = SACLoopConfig(env="tiny:point", image_size=32, frame_stack=1, batch_size
                       eval_every=0, eval_episodes=2, log_every=50, sac=SMALL)
 
 
-@pytest.mark.parametrize("latent_replay", [True, False])
-def test_frozen_run_never_changes_the_conv(latent_replay):
+@pytest.mark.parametrize(("latent_replay", "latent_dtype"), [(True, "float16"), (True, "uint8"), (False, "float16")])
+def test_frozen_run_never_changes_the_conv(latent_replay, latent_dtype):
     torch.manual_seed(0)
     encoder = ConvEncoder("dmc", (3, 32, 32))
     before = snapshot(encoder.parameters())
-    cfg = dataclasses.replace(POINT, mode=EncoderMode.frozen, latent_replay=latent_replay, steps=120)
+    cfg = dataclasses.replace(POINT, mode=EncoderMode.frozen, latent_replay=latent_replay, latent_dtype=latent_dtype,
+                              steps=120)
     run = build_run(cfg, encoder=encoder)
     history = train(run)
     assert identical(before, run.agent.encoder.parameters())
-    if latent_replay:  # the replay holds the conv's float16 output, one per stacked observation
-        assert run.replay.frames.dtype == np.float16 and run.replay.frame_shape == encoder.feature_shape
+    if latent_replay:  # the replay holds the conv's output, one per stacked observation
+        assert run.replay.frames.dtype == np.dtype(latent_dtype) and run.replay.frame_shape == encoder.feature_shape
     else:
         assert run.replay.frames.dtype == np.uint8
     assert run.agent.updates == 70 and "rl/critic_loss" in history[-2][1]
+    assert all(math.isfinite(v) for v in history[-2][1].values())
+
+
+def frozen_latent_agent(latent_dtype: str, seed: int = 0) -> SACAgent:
+    torch.manual_seed(seed)
+    return SACAgent(ConvEncoder("dmc", SHAPE), 2, EncoderMode.frozen, SMALL, latent_obs=True, latent_dtype=latent_dtype)
+
+
+def test_uint8_latents_are_within_half_a_step_of_the_features_and_saturate_above_their_range():
+    agent = frozen_latent_agent("uint8")
+    g = torch.Generator().manual_seed(0)
+    dim = torch.randint(0, 64, (16, *SHAPE), dtype=torch.uint8, generator=g)
+    features = agent.encoder(dim)
+    stored = agent.latent(dim)
+    step = float(agent.latent_scale)
+    assert stored.dtype == torch.uint8 and step == pytest.approx(2 * float(features.max()) / 255)
+    error = (agent.latent_features(stored) - features).abs()
+    assert float(error.max()) <= step / 2 * (1 + 1e-5)
+    assert (stored[features == 0] == 0).all() and int(stored.max()) in (127, 128)  # the first maximum: mid-range
+    # The conv has zero biases, so 4x brighter pixels give exactly 4x the features: twice the range.
+    bright = dim * 4
+    features = agent.encoder(bright)
+    stored = agent.latent(bright)
+    assert float(agent.latent_scale) == step  # fixed once
+    inside = features <= 255 * step
+    assert (~inside).any() and (stored[~inside] == 255).all()  # saturated, not wrapped around
+    error = (agent.latent_features(stored) - features).abs()
+    assert float(error[inside].max()) <= step / 2 * (1 + 1e-5)
+    # float16 latents, for comparison, are within float16 rounding and carry no scale.
+    half = frozen_latent_agent("float16")
+    assert half.latent(dim).dtype == torch.float16 and not hasattr(half, "latent_scale")
+
+
+def test_uint8_latents_take_over_8x_less_replay_memory_than_pixels():
+    from atcrl.data.replay import Replay
+
+    capacity = 100_000  # np.zeros maps pages lazily: nothing here is written, so no memory is used
+    latent_shape = ConvEncoder("dmc", (9, 84, 84)).feature_shape
+    pixels = Replay(capacity, (3, 84, 84), frame_stack=3, action_shape=(1,))
+    as_float16 = Replay(capacity, latent_shape, frame_stack=1, action_shape=(1,), frame_dtype=np.float16)
+    as_uint8 = Replay(capacity, latent_shape, frame_stack=1, action_shape=(1,), frame_dtype=np.uint8)
+    assert latent_shape == (32, 7, 7)
+    assert pixels.nbytes / as_float16.nbytes < 8 <= pixels.nbytes / as_uint8.nbytes
+
+
+def test_the_latent_scale_is_saved_with_the_agent_and_a_loaded_agent_acts_the_same():
+    agent, clone = frozen_latent_agent("uint8", seed=0), frozen_latent_agent("uint8", seed=0)
+    obs = random_batch(seed=3).obs
+    latents = agent.latent(obs)
+    buf = io.BytesIO()
+    torch.save(agent.state_dict(), buf)
+    buf.seek(0)
+    clone.load_state_dict(torch.load(buf, weights_only=True))
+    assert float(clone.latent_scale) == float(agent.latent_scale) > 0
+    assert torch.equal(clone.latent(obs), latents)
+    np.testing.assert_array_equal(clone.act(latents, "deterministic"), agent.act(latents, "deterministic"))
 
 
 def test_decoupled_samples_its_own_pairs_when_batch_sizes_differ():
@@ -282,7 +339,8 @@ def test_run_state_round_trips_through_a_new_run():
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert fresh.step == 70 and fresh.agent.updates == run.agent.updates
     assert identical(run.objective.state_dict().values(), fresh.objective.state_dict().values())
-    assert fresh.ul_optimizer.param_groups[0]["lr"] == run.ul_optimizer.param_groups[0]["lr"]
+    assert fresh.ul.optimizer.param_groups[0]["lr"] == run.ul.optimizer.param_groups[0]["lr"]
+    assert fresh.ul.updates == run.ul.updates == run.agent.updates == 20  # one UL update per SAC update
 
 
 def random_policy_return(episodes: int, seed: int) -> float:

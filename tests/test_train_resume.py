@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
@@ -150,3 +151,80 @@ def test_ctrl_c_checkpoints_at_the_next_step_boundary_and_exits_cleanly(tmp_path
     state = final_state(run)
     assert 100 <= state["step"] < 2000 and state["step"] % 50 == 0  # a log step: no half-done update
     assert f"stopped at step {state['step']} (Ctrl-C)" in err.decode() and b"agent steps" in out
+
+
+def test_a_run_from_before_the_fast_field_resumes_and_fast_settings_may_change_on_resume(tmp_path, capsys):
+    run = tmp_path / "old"
+    assert atcrl(["train", *SAC, "--steps", "150", "--ckpt-every", "50", "--stop-after", "50", "--out", str(run)]) == 0
+    # Strip every trace of the fast path, as in a run directory written before the loops had the field.
+    info = json.loads((run / "config.json").read_text())
+    assert info["loop"]["fast"]["channels_last"] is True
+    for part in (info["loop"], info["train"]["sac"], info["train"]["ppo"]):
+        del part["fast"]
+    (run / "config.json").write_text(json.dumps(info))
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        payload = torch.load(ckpt, weights_only=True)
+        del payload["config"]["fast"]
+        torch.save(payload, ckpt)
+
+    assert atcrl(["train", "--resume", str(run), "--stop-after", "100"]) == 0
+    assert final_state(run)["step"] == 100
+    # fast changes speed, not the run: a resume may change it; a setting that changes the run is still refused.
+    assert atcrl(["train", "--resume", str(run), "--sac.fast.channels-last", "False", "--sac.fast.threads", "1",
+                  "--sac.fast.bf16", "True"]) == 0
+    end = load_checkpoint(run / "checkpoints", kind="train")
+    assert end.state["step"] == 150 and "fast" not in end.config  # the run's recorded settings stay as they were
+    capsys.readouterr()
+    assert atcrl(["train", "--resume", str(run), "--sac.fast.threads", "1", "--sac.n-step", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "n_step: 1 (run) vs 3 (now)" in err and "fast" not in err
+
+
+def same_tree(a, b) -> bool:
+    """Equal nested state (dicts, lists, tensors bit for bit, plain values)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_tree(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def to_layout_before_online_ul(run_state: dict, algo: str) -> dict:
+    """The UL entries as the loops wrote them before atcrl.train.online_ul: SAC kept the optimizer and schedule
+    beside "objective"; PPO kept the objective inside "ul"."""
+    state = {k: v for k, v in run_state.items() if k not in ("objective", "ul")}
+    ul = run_state["ul"]
+    if algo == "sac":
+        state.update(objective=run_state["objective"], ul_optimizer=ul["optimizer"], ul_scheduler=ul["scheduler"])
+    else:
+        state["ul"] = {"objective": run_state["objective"], "optimizer": ul["optimizer"],
+                       "scheduler": ul["scheduler"], "updates": ul["updates"]}
+    return state
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo"])
+def test_checkpoints_from_before_online_ul_resume_exactly_like_current_ones(tmp_path, algo):
+    args = ([*SAC, "--steps", "150", "--ckpt-every", "50", "--stop-after", "100"] if algo == "sac" else
+            [*PPO, "--steps", "384", "--ckpt-every", "128", "--stop-after", "256"])
+    current, old = tmp_path / "current", tmp_path / "old"
+    assert atcrl(["train", *args, "--checkpoint-replay", "--out", str(current)]) == 0
+    shutil.copytree(current, old)
+    for ckpt in (old / "checkpoints").glob("*.pt"):
+        payload = torch.load(ckpt, weights_only=True)
+        payload["state"]["run"] = to_layout_before_online_ul(payload["state"]["run"], algo)
+        torch.save(payload, ckpt)
+    stopped = final_state(old)["run"]
+    assert ("ul" not in stopped) if algo == "sac" else ("objective" not in stopped)  # truly the old layout
+    for run in (current, old):
+        assert atcrl(["train", "--resume", str(run)]) == 0
+    a, b = final_state(current)["run"], final_state(old)["run"]
+    assert a.keys() == b.keys() and {"objective", "ul"} <= a.keys()  # resumed old runs write the current layout
+    assert a["ul"]["updates"] == b["ul"]["updates"] > final_state_updates_at_stop(stopped, algo) > 0
+    assert same_tree(a, b)  # weights, optimizers, schedule and counters: the migration lost nothing
+
+
+def final_state_updates_at_stop(old_state: dict, algo: str) -> int:
+    """UL updates in an old-layout state: SAC counted them only as scheduler steps."""
+    return old_state["ul_scheduler"]["last_epoch"] if algo == "sac" else old_state["ul"]["updates"]

@@ -4,10 +4,15 @@ The network is the encoder followed by one MLP (hidden 512) whose outputs are th
 and the value. Which losses may train the encoder is decided by the EncoderMode, at the one
 place the RL loss reads features (``rl_features`` in ``PPOAgent._heads``); the RL optimizer
 also holds the encoder's weights only in end-to-end mode.
+
+Precision: with a ``FastPathConfig`` the update's forward pass (encoder in end-to-end mode, MLP
+head) runs under its autocast; logits and values leave it as float32, so the loss, its
+log-probabilities and ratios are float32. Backward and optimizer steps run outside autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atcrl.fastpath import FastPathConfig, autocast
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.nets.mlp import mlp
 from atcrl.rl.modes import EncoderMode, rl_features
@@ -129,6 +135,19 @@ def ppo_loss(
     }
 
 
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_(params, max_norm or inf)`` bit for bit; returns the norm before clipping.
+
+    It skips the pass that multiplies every gradient by exactly 1.0: always without clipping, and on
+    the CPU (where reading the norm costs no device sync) whenever the norm is within bounds.
+    """
+    norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    # The same coefficient test as clip_grad_norm_'s clamp(max_norm / (norm + 1e-6), max=1).
+    if max_norm > 0 and (norm.device.type != "cpu" or bool(max_norm / (norm + 1e-6) < 1.0)):
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
 @dataclass
 class Act:
     """What ``PPOAgent.act`` returns for a batch of observations."""
@@ -144,14 +163,19 @@ class Act:
 
 
 class PPOAgent:
-    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume."""
+    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume.
+
+    fast: run the update's forward pass under this fast path's autocast; None runs it as it is.
+    (The activation layout is set on ``net`` by ``fastpath.prepare_module``.)
+    """
 
     def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
         self.net = net.to(device)
         self.mode = EncoderMode(mode)
         self.cfg = cfg
         self.device = torch.device(device)
+        self.fast = fast
         if self.mode is EncoderMode.frozen:
             self.net.encoder.requires_grad_(False)  # nothing, RL or UL, may change a frozen encoder
         self.optimizer = torch.optim.Adam(self.rl_parameters(), lr=cfg.lr)
@@ -183,18 +207,22 @@ class PPOAgent:
         return self.net.encoder.in_shape, torch.uint8
 
     def _obs(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, device=self.device)
+        return torch.as_tensor(obs).to(self.device, non_blocking=True)
 
     def _heads(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values from stored policy inputs, with the mode's gradient split applied."""
-        features = inputs if self.caches_features else self.net.features(inputs)
-        return self.net.heads(rl_features(features, self.mode))
+        """float32 logits and values from stored policy inputs, with the mode's gradient split applied;
+        the forward pass runs under the fast path's autocast."""
+        with contextlib.nullcontext() if self.fast is None else autocast(self.device, self.fast):
+            features = inputs if self.caches_features else self.net.features(inputs)
+            logits, values = self.net.heads(rl_features(features, self.mode))
+        return logits.float(), values.float()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor | np.ndarray, *, greedy: bool = False,
             generator: torch.Generator | None = None) -> Act:
         """Sample (or, with ``greedy``, take the most likely) actions for a batch of observations."""
-        features = self.net.features(self._obs(obs))
+        obs = self._obs(obs)
+        features = self.net.features(obs)
         logits, value = self.net.heads(features)
         logp_all = F.log_softmax(logits, dim=-1)
         if greedy:
@@ -202,7 +230,7 @@ class PPOAgent:
         else:
             action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
-        return Act(action, logp, value, features if self.caches_features else self._obs(obs))
+        return Act(action, logp, value, features if self.caches_features else obs)
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -236,7 +264,7 @@ class PPOAgent:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                grad_norm = clip_gradients(params, cfg.grad_clip)
                 self.optimizer.step()
                 metrics["rl/grad_norm"] = grad_norm.detach()
                 for k, v in metrics.items():

@@ -8,11 +8,19 @@ follow the online weights by Polyak averaging.
 
 In frozen mode the observations may be latents (the frozen conv's output, computed once when
 the observation is stored); the agent then skips the conv and augments with a sub-pixel shift.
+Latents are stored as float16, or as uint8 with one fixed quantisation step (``LATENT_HEADROOM``).
+
+Precision: with a ``FastPathConfig`` the forward parts of the critic and actor losses run under
+its autocast (bf16 where the device is faster with it); Q-values, the policy's mean and log-std
+leave the networks as float32, so targets, log-probabilities and losses are computed in float32.
+Backward passes and optimizer steps run outside autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atcrl.data.batches import TransitionBatch
+from atcrl.fastpath import FastPathConfig, autocast
 from atcrl.nets.augment import random_shift, subpixel_shift
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.nets.mlp import mlp
@@ -29,6 +38,14 @@ from atcrl.nets.target import frozen_copy, momentum_update
 from atcrl.rl.modes import EncoderMode, rl_features
 
 ActMode = Literal["deterministic", "sample", "warmup"]
+LatentDType = Literal["float16", "uint8"]
+
+LATENT_HEADROOM = 2.0
+"""uint8 latents: the quantisation step is fixed once, from the first observation with a non-zero feature the
+agent encodes, so that this many times its largest feature maps to 255. Features are post-ReLU (>= 0), so
+0 is exact and, below the top, every value is within half a step; larger values saturate at 255. With a
+random conv, a random policy's observations peaked at 1.2x (cartpole) to 1.5x (walker) the first one's
+maximum."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +126,8 @@ class TwinQ(nn.Module):
 
     def forward(self, h: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([h, action], dim=1)
-        return self.q1(x).squeeze(1), self.q2(x).squeeze(1)
+        # float32 out (a no-op without autocast): targets and losses are computed in float32.
+        return self.q1(x).squeeze(1).float(), self.q2(x).squeeze(1).float()
 
 
 def squashed_sample(
@@ -137,6 +155,10 @@ class SACAgent(nn.Module):
 
     encoder: the conv (shared with a UL objective in decoupled mode; never updated in frozen mode).
     latent_obs: observations are the encoder's outputs already (frozen mode only).
+    latent_dtype: how latents are stored ("uint8": quantised with the ``latent_scale`` buffer, saved with
+    the weights, set from the first latent encoded; see ``LATENT_HEADROOM``).
+    fast: run the losses' forward parts under this fast path's autocast; None runs them as they are.
+    (The activation layout is set on the modules by ``fastpath.prepare_module``.)
     """
 
     def __init__(
@@ -147,7 +169,9 @@ class SACAgent(nn.Module):
         cfg: SACConfig = SACConfig(),
         *,
         latent_obs: bool = False,
+        latent_dtype: LatentDType = "float16",
         device: str | torch.device = "cpu",
+        fast: FastPathConfig | None = None,
     ):
         super().__init__()
         mode = EncoderMode(mode)
@@ -155,7 +179,13 @@ class SACAgent(nn.Module):
             raise ValueError(f"latent observations need a frozen encoder; mode is {mode.value}")
         if action_dim < 1:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
+        if latent_dtype not in ("float16", "uint8"):
+            raise ValueError(f"latent_dtype must be 'float16' or 'uint8', got {latent_dtype!r}")
         self.cfg, self.mode, self.latent_obs, self.action_dim = cfg, mode, latent_obs, action_dim
+        self.latent_dtype, self.fast = latent_dtype, fast
+        if latent_dtype == "uint8":
+            # A buffer, so checkpoints carry it: the replay's uint8 latents mean nothing without it.
+            self.register_buffer("latent_scale", torch.zeros(()))
         self.encoder = encoder
         if mode is EncoderMode.frozen:
             encoder.requires_grad_(False)
@@ -189,15 +219,27 @@ class SACAgent(nn.Module):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The fast path's autocast for loss forward passes (nothing without a ``fast`` config)."""
+        with contextlib.nullcontext() if self.fast is None else autocast(self.device, self.fast):
+            yield
+
     # ------------------------------------------------------------------ features
     def conv(self, obs: torch.Tensor) -> torch.Tensor:
         """Online conv features of (augmented) observations; latents pass through as float."""
-        return obs.float() if self.latent_obs else self.encoder(obs)
+        return self.latent_features(obs) if self.latent_obs else self.encoder(obs)
 
     def target_conv(self, obs: torch.Tensor) -> torch.Tensor:
         if self.latent_obs:
-            return obs.float()
+            return self.latent_features(obs)
         return (self.target_encoder or self.encoder)(obs)
+
+    def latent_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """float32 features from stored latents: uint8 ones dequantised, float ones as they are."""
+        if latents.dtype == torch.uint8:
+            return latents.float() * self.latent_scale
+        return latents.float()
 
     def encode(self, obs: torch.Tensor, keep_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Conv features once, split by mode: (raw features, critic input, actor input).
@@ -214,20 +256,31 @@ class SACAgent(nn.Module):
     def augment(self, obs: torch.Tensor) -> torch.Tensor:
         """Random shift for pixels, sub-pixel shift for latents (independent per sample)."""
         if self.latent_obs:
-            return subpixel_shift(obs.float(), self.cfg.latent_shift) if self.cfg.latent_shift > 0 else obs
+            shift = self.cfg.latent_shift
+            return subpixel_shift(self.latent_features(obs), shift) if shift > 0 else obs
         return random_shift(obs, pad=self.cfg.shift_pad) if self.cfg.shift_pad > 0 else obs
 
     @torch.no_grad()
     def latent(self, obs: torch.Tensor) -> torch.Tensor:
-        """What a latent replay stores for pixel observations: the frozen conv's output as float16."""
+        """What a latent replay stores for pixel observations: the frozen conv's output as ``latent_dtype``.
+
+        uint8: the first call whose features are not all zero fixes ``latent_scale`` (``LATENT_HEADROOM``).
+        """
         if self.mode is not EncoderMode.frozen:
             raise ValueError("only a frozen encoder's outputs can be cached as latents")
-        return self.encoder(obs.to(self.device)).half()
+        features = self.encoder(obs.to(self.device, non_blocking=True))
+        if self.latent_dtype == "float16":
+            return features.half()
+        if self.latent_scale == 0:
+            self.latent_scale.fill_(LATENT_HEADROOM * features.max() / 255)
+        if self.latent_scale == 0:  # nothing but zeros so far: exact in any scale
+            return torch.zeros_like(features, dtype=torch.uint8)
+        return (features / self.latent_scale).round_().clamp_(0, 255).to(torch.uint8)
 
     # ------------------------------------------------------------------ policy
     def policy(self, actor_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh mean and log-std (squashed into [log_std_min, log_std_max])."""
-        mean, raw = self.actor(self.actor_trunk(actor_input)).chunk(2, dim=1)
+        mean, raw = self.actor(self.actor_trunk(actor_input)).float().chunk(2, dim=1)
         lo, hi = self.cfg.log_std_min, self.cfg.log_std_max
         return mean, lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1)
 
@@ -258,13 +311,15 @@ class SACAgent(nn.Module):
         self, batch: TransitionBatch, *, keep_graph: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """0.5 * (MSE(q1, y) + MSE(q2, y)) on augmented obs; returns (loss, raw features, actor input, stats)."""
-        features, critic_in, actor_in = self.encode(batch.obs, keep_graph=keep_graph)
-        q1, q2 = self.critic(self.critic_trunk(critic_in), batch.action)
+        with self.autocast():
+            features, critic_in, actor_in = self.encode(batch.obs, keep_graph=keep_graph)
+            q1, q2 = self.critic(self.critic_trunk(critic_in), batch.action)
+            with torch.no_grad():
+                next_features = self.target_conv(batch.next_obs)
+                # The online actor reads the target conv's features, so next_obs needs one conv pass.
+                next_action, next_log_prob = squashed_sample(*self.policy(next_features))
+                tq1, tq2 = self.target_critic(self.target_critic_trunk(next_features), next_action)
         with torch.no_grad():
-            next_features = self.target_conv(batch.next_obs)
-            # The online actor reads the target conv's features, so next_obs needs one conv pass.
-            next_action, next_log_prob = squashed_sample(*self.policy(next_features))
-            tq1, tq2 = self.target_critic(self.target_critic_trunk(next_features), next_action)
             soft_value = torch.min(tq1, tq2) - self.alpha * next_log_prob
             target = batch.reward + batch.discount * soft_value
         loss = 0.5 * (F.mse_loss(q1, target) + F.mse_loss(q2, target))
@@ -275,9 +330,10 @@ class SACAgent(nn.Module):
         self, actor_in: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Actor loss E[alpha log pi - min Q] and temperature loss -log_alpha (log pi + target entropy)."""
-        mean, log_std = self.policy(actor_in)
-        action, log_prob = squashed_sample(mean, log_std)
-        q1, q2 = self.critic(self.critic_trunk(actor_in), action)
+        with self.autocast():
+            mean, log_std = self.policy(actor_in)
+            action, log_prob = squashed_sample(mean, log_std)
+            q1, q2 = self.critic(self.critic_trunk(actor_in), action)
         actor_loss = (self.alpha * log_prob - torch.min(q1, q2)).mean()
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
         stats = {"rl/entropy": -log_prob.detach().mean(), "rl/log_std": log_std.detach().mean()}

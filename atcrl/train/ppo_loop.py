@@ -22,7 +22,6 @@ A resumed run starts fresh episodes and an empty UL replay; everything else is r
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -32,16 +31,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from atcrl.data.batches import PairBatch, SequenceBatch
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
+from atcrl.fastpath import FastPathConfig, configure_process, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout
+from atcrl.train.online_ul import OnlineUL, build_objective
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
-from atcrl.ul.base import Objective
-from atcrl.ul.optim import ULOptimConfig, make_ul_optimizer, ul_step
+from atcrl.ul.optim import ULOptimConfig
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 
@@ -102,6 +101,9 @@ class PPOLoopConfig:
     """Seeds torch, the envs, action sampling, minibatch order and UL sampling."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+    fast: FastPathConfig = field(default_factory=FastPathConfig)
+    """How the networks run (precision, activation layout, compilation, CPU threads, allocator); it changes
+    speed, not what is trained, so it may differ on --resume. FastPathConfig.fp32_eager() is the plain path."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """Agent hyperparameters."""
 
@@ -154,76 +156,24 @@ class PPOLoopConfig:
         return round(self.ul_updates * remaining**power)
 
 
-class OnlineUL:
-    """Per-env FIFO replays of the rollouts and the objective that trains the conv from them."""
+def _store_first(replays: list[Replay], obs: np.ndarray, frame_channels: int) -> None:
+    """The first observation of every env's episode, one per env replay (newest frame only)."""
+    for replay, o in zip(replays, obs):
+        replay.add_first(o[-frame_channels:])
 
-    def __init__(self, objective: Objective, cfg: PPOLoopConfig, frame_shape: tuple[int, ...],
-                 frame_stack: int, device: torch.device):
-        self.objective = objective
-        self.cfg = cfg
-        self.device = device
-        capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
-        self.replays = [Replay(capacity, frame_shape, frame_stack=frame_stack, action_dtype=np.int64)
-                        for _ in range(cfg.num_envs)]
-        self.frame_channels = frame_shape[0]
-        total = sum(cfg.ul_updates_at(i) for i in range(cfg.iterations))
-        self.optimizer, self.scheduler = make_ul_optimizer(objective, ULOptimConfig(
-            lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, total), schedule=cfg.ul_lr_schedule,
-            grad_clip=cfg.ul_grad_clip))
-        self.updates = 0
 
-    def add_first(self, obs: np.ndarray) -> None:
-        for replay, o in zip(self.replays, obs):
-            replay.add_first(o[-self.frame_channels:])
-
-    def add_step(self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray,
-                 truncated: np.ndarray, final_obs: np.ndarray | None) -> None:
-        """One vector step; an ended episode stores its final frame, then the reset frame opens the next."""
-        C = self.frame_channels
-        for i, replay in enumerate(self.replays):
-            done = terminated[i] or truncated[i]
-            last = final_obs[i] if done else next_obs[i]
-            replay.add_step(actions[i], float(rewards[i]), last[-C:], bool(terminated[i]), bool(truncated[i]))
-            if done:
-                replay.add_first(next_obs[i][-C:])
-
-    def sample(self, rng: np.random.Generator) -> PairBatch | SequenceBatch:
-        """The objective's batch, an equal share (+-1) from every env's replay."""
-        need = self.objective.sampling
-        E = len(self.replays)
-        shares = [need.batch_size // E + (i < need.batch_size % E) for i in range(E)]
-        parts = []
-        for replay, n in zip(self.replays, shares):
-            if n == 0:
-                continue
-            if need.kind == "pairs":
-                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t))
-            else:
-                parts.append(replay.sample_sequences(n, rng, length=need.length))
-        cls = type(parts[0])
-        # Sequences are time-major [T, B, ...] except their per-sequence task ids [B].
-        dim = {f.name: (1 if cls is SequenceBatch and f.name != "task" else 0) for f in dataclasses.fields(cls)}
-        return cls(**{name: torch.cat([getattr(p, name) for p in parts], dim=d) for name, d in dim.items()})
-
-    def update(self, n: int, rng: np.random.Generator) -> dict[str, float]:
-        """``n`` UL updates; metrics averaged over them."""
-        sums: dict[str, float] = {}
-        for _ in range(n):
-            batch = self.sample(rng).to(self.device, non_blocking=True)
-            for k, v in ul_step(self.objective, self.optimizer, self.scheduler, batch, self.cfg.ul_grad_clip).items():
-                sums[k] = sums.get(k, 0.0) + v
-        self.updates += n
-        return {k: v / n for k, v in sums.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.updates = int(state["updates"])
+def _store_step(replays: list[Replay], frame_channels: int, actions: np.ndarray, rewards: np.ndarray,
+               next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+               final_obs: np.ndarray | None) -> None:
+    """One vector step into the env replays; an ended episode stores its final frame, then the reset frame
+    opens the next."""
+    C = frame_channels
+    for i, replay in enumerate(replays):
+        done = terminated[i] or truncated[i]
+        last = final_obs[i] if done else next_obs[i]
+        replay.add_step(actions[i], float(rewards[i]), last[-C:], bool(terminated[i]), bool(truncated[i]))
+        if done:
+            replay.add_first(next_obs[i][-C:])
 
 
 @dataclass
@@ -234,6 +184,7 @@ class PPORun:
     env: Any
     agent: PPOAgent
     ul: OnlineUL | None
+    """The UL objective training the conv, with its optimizer and the per-env FIFO replays it samples from."""
     device: torch.device
     frame_channels: int
     action_repeat: int
@@ -247,6 +198,8 @@ class PPORun:
     """[num_envs] raw score so far of each env's current episode."""
     episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """[num_envs] agent steps so far of each env's current episode."""
+    process: dict[str, Any] = field(default_factory=dict)
+    """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
 
     @property
     def step(self) -> int:
@@ -257,7 +210,7 @@ class PPORun:
         state: dict[str, Any] = {"agent": self.agent.state_dict(), "iteration": self.iteration,
                                  "episodes": self.episodes}
         if self.ul is not None:
-            state["ul"] = self.ul.state_dict()
+            state.update(self.ul.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -265,7 +218,7 @@ class PPORun:
         self.agent.load_state_dict(state["agent"])
         self.iteration, self.episodes = int(state["iteration"]), int(state["episodes"])
         if self.ul is not None:
-            self.ul.load_state_dict(state["ul"])
+            self.ul.load_state_dict(state)
         self.obs = None
 
 
@@ -273,6 +226,7 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
     """Vector env, encoder (given, loaded from cfg.encoder_path, or fresh), agent and online UL."""
     from atcrl.envs import env_meta, make_vec_env
 
+    process = configure_process(cfg.fast)  # threads and allocator, before anything large is allocated
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     env = make_vec_env(cfg.env, cfg.num_envs, seed=cfg.seed, image_size=cfg.image_size,
@@ -291,18 +245,24 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
         encoder = ConvEncoder(cfg.encoder, obs_shape)  # type: ignore[arg-type]
     check_input(encoder, obs_shape)
     net = ActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden)
-    agent = PPOAgent(net, cfg.mode, cfg.ppo, device)
+    agent = PPOAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
     ul = None
     if cfg.ul != "none":
-        from atcrl.ul.registry import make_objective
-
-        ul_cfg = cfg.atc if cfg.ul in ("atc", "ac", "ats") else None
-        objective = make_objective(cfg.ul, agent.net.encoder, ul_cfg).to(device)
-        if objective.encoder is not agent.net.encoder:
-            raise ValueError("the UL objective must train the agent's own conv (objective.encoder is not it)")
+        objective = build_objective(cfg.ul, agent.net.encoder, cfg.atc if cfg.ul in ("atc", "ac", "ats") else None,
+                                    device=device, action_dim=net.n_actions, discrete_actions=True)
+        capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
         frame_shape = (meta.frame_channels, *obs_shape[1:])
-        ul = OnlineUL(objective, cfg, frame_shape, meta.frame_stack, device)
-    return PPORun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat)
+        replays = [Replay(capacity, frame_shape, frame_stack=meta.frame_stack, action_dtype=np.int64)
+                   for _ in range(cfg.num_envs)]
+        total = sum(cfg.ul_updates_at(i) for i in range(cfg.iterations))
+        optim = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, total),
+                              schedule=cfg.ul_lr_schedule, grad_clip=cfg.ul_grad_clip)
+        ul = OnlineUL(objective, replays, optim, cfg.fast, device)
+    # After both exist, so every conv is covered: the agent's (shared) conv and the UL momentum target.
+    prepare_module(agent.net, cfg.fast)
+    if ul is not None:
+        prepare_module(ul.objective, cfg.fast)
+    return PPORun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat, process=process)
 
 
 def _seeded(seed: int, itr: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -319,7 +279,7 @@ def collect(run: PPORun, rollout: Rollout | None) -> list[tuple[float, int]]:
         run.obs, _ = env.reset(seed=cfg.seed + 7919 * run.iteration)
         run.episode_return, run.episode_length = np.zeros(N), np.zeros(N, np.int64)
         if run.ul is not None:
-            run.ul.add_first(run.obs)
+            _store_first(run.ul.replays, run.obs, run.frame_channels)
     act_gen = _seeded(cfg.seed, run.iteration, 0, run.device)
     n_actions = agent.net.n_actions
     finished: list[tuple[float, int]] = []
@@ -346,7 +306,8 @@ def collect(run: PPORun, rollout: Rollout | None) -> list[tuple[float, int]]:
                 rollout.final_values[t, torch.as_tensor(cut, device=run.device)] = agent.value(
                     np.stack([final_obs[i] for i in cut]))
         if run.ul is not None:
-            run.ul.add_step(actions_np, reward, next_obs, terminated, truncated, final_obs)
+            _store_step(run.ul.replays, run.frame_channels, actions_np, reward, next_obs, terminated, truncated,
+                       final_obs)
         run.episode_return += reward
         run.episode_length += 1
         for i in np.flatnonzero(done):
@@ -375,7 +336,7 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
     t2 = time.perf_counter()
     n_ul = cfg.ul_updates_at(itr) if run.ul is not None else 0
     if n_ul:
-        metrics.update(run.ul.update(n_ul, np.random.default_rng([cfg.seed, itr, 2])))
+        metrics.update(run.ul.update(np.random.default_rng([cfg.seed, itr, 2]), n_ul))
     t3 = time.perf_counter()
     run.iteration += 1
     metrics.update({

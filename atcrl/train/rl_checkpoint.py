@@ -43,8 +43,9 @@ KIND = "train"
 """Checkpoint kind and config.json "kind" of RL runs (atcrl export dispatches on it)."""
 RUN_INFO = "config.json"
 CKPT_DIR = "checkpoints"
-RESUMABLE_CHANGES = ("device", "log_every", "eval_every", "eval_episodes")
-"""Loop fields that may differ between a run and its resumption: they do not change what is trained."""
+RESUMABLE_CHANGES = ("device", "fast", "log_every", "eval_every", "eval_episodes")
+"""Loop fields that may differ between a run and its resumption: they do not change what is trained
+("fast" changes speed only; runs from before it existed have no "fast" field and resume too)."""
 
 
 class TrainRunError(ValueError):
@@ -197,17 +198,26 @@ class Trained:
 
 
 def build_agent(info: RunInfo, device: str | torch.device = "cpu") -> Any:
-    """A fresh agent of the run's architecture (conv + heads), ready for ``load_state_dict``."""
+    """A fresh agent of the run's architecture (conv + heads), ready for ``load_state_dict``.
+
+    It runs on the run's fast path (layout, autocast); process-wide settings are the caller's.
+    """
+    from atcrl.fastpath import prepare_module
+
     cfg = info.loop_config()
     encoder = ConvEncoder(info.encoder_arch, info.obs_shape)  # type: ignore[arg-type]
     if info.algo == "sac":
         from atcrl.rl.sac import SACAgent
 
         latent = cfg.mode is EncoderMode.frozen and cfg.latent_replay
-        return SACAgent(encoder, info.action_dim, cfg.mode, cfg.sac, latent_obs=latent, device=device)
+        agent = SACAgent(encoder, info.action_dim, cfg.mode, cfg.sac, latent_obs=latent,
+                         latent_dtype=cfg.latent_dtype, device=device, fast=cfg.fast)
+        return prepare_module(agent, cfg.fast)
     from atcrl.rl.ppo import ActorCritic, PPOAgent
 
-    return PPOAgent(ActorCritic(encoder, info.action_dim, cfg.ppo.hidden), cfg.mode, cfg.ppo, device)
+    agent = PPOAgent(ActorCritic(encoder, info.action_dim, cfg.ppo.hidden), cfg.mode, cfg.ppo, device, fast=cfg.fast)
+    prepare_module(agent.net, cfg.fast)
+    return agent
 
 
 def load_trained(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:

@@ -1,0 +1,163 @@
+"""Online UL for the RL loops: an objective training the agent's own conv from the agent's own replay(s).
+
+Both loops use it the same way: ``build_objective`` puts a registry objective around the agent's
+conv (and refuses one that would train another conv); ``OnlineUL`` owns its optimizer and schedule,
+samples what the objective asks for (pairs or sequences, an equal share from every replay: SAC has
+one, PPO one per env), runs its updates on the fast path, and reads and writes its part of a run's
+checkpoint state.
+
+Checkpoint layout (a run's state): ``"objective"`` holds the objective's weights (momentum targets
+included) and ``"ul"`` holds {"optimizer", "scheduler", "updates"}. States written before this module
+existed are migrated on load: SAC kept the optimizer and schedule as "ul_optimizer" / "ul_scheduler"
+beside "objective"; PPO kept everything, the objective included, under "ul".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.data.replay import Replay
+from atcrl.fastpath import FastPathConfig
+from atcrl.nets.encoders import ConvEncoder
+from atcrl.ul.base import Objective
+from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, ul_step
+
+__all__ = ["OnlineUL", "build_objective", "migrate_state"]
+
+
+def build_objective(
+    name: str, encoder: ConvEncoder, cfg: Any = None, *, device: torch.device | str,
+    action_dim: int | None = None, discrete_actions: bool = False,
+) -> Objective:
+    """Registry objective ``name`` (config ``cfg``, None = its defaults) around the agent's ``encoder``, on ``device``.
+
+    action_dim / discrete_actions describe the env's actions, for objectives that read them.
+    """
+    from atcrl.ul.registry import make_objective
+
+    objective = make_objective(name, encoder, cfg, action_dim=action_dim, discrete_actions=discrete_actions)
+    return check_objective(objective.to(device), encoder)  # type: ignore[attr-defined]
+
+
+def check_objective(objective: Objective, encoder: ConvEncoder) -> Objective:
+    """``objective``, if it trains ``encoder`` (the agent's conv) and not a conv of its own; ValueError otherwise."""
+    if objective.encoder is not encoder:
+        raise ValueError("the UL objective must train the agent's own conv (objective.encoder is not it)")
+    return objective
+
+
+class OnlineUL:
+    """An objective, its optimizer and schedule, the replays it samples from, and its update count."""
+
+    def __init__(self, objective: Objective, replays: Sequence[Replay], optim: ULOptimConfig,
+                 fast: FastPathConfig | None, device: torch.device | str):
+        """replays: where batches come from, an equal share (+-1) from each (one for SAC, one per env for PPO).
+        fast: the fast path the losses run on (None: as they are)."""
+        if not replays:
+            raise ValueError("online UL needs at least one replay to sample from")
+        self.objective = objective
+        self.replays = list(replays)
+        self.grad_clip = optim.grad_clip
+        self.fast = fast
+        self.device = torch.device(device)
+        self.optimizer, self.scheduler = make_ul_optimizer(objective, optim)
+        self.updates = 0
+        """UL updates done so far."""
+        self._out: PairBatch | None = None  # the pair batch every sample after the first is gathered into
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, rng: np.random.Generator) -> PairBatch | SequenceBatch:
+        """The objective's batch (on the CPU), an equal share (+-1) from every replay.
+
+        Pair batches after the first are gathered straight into one reused buffer (pinned on CUDA),
+        each replay's share into its slice: nothing to allocate or concatenate per update. The
+        batch returned is valid until the next call.
+        """
+        need = self.objective.sampling
+        E = len(self.replays)
+        shares = [need.batch_size // E + (i < need.batch_size % E) for i in range(E)]
+        if need.kind == "pairs" and self._out is not None:
+            start = 0
+            for replay, n in zip(self.replays, shares):
+                if n:
+                    view = PairBatch(**{f.name: getattr(self._out, f.name)[start:start + n]
+                                        for f in dataclasses.fields(PairBatch)})
+                    replay.sample_pairs(n, rng, delta_t=need.delta_t, out=view)
+                start += n
+            return self._out
+        parts = []
+        for replay, n in zip(self.replays, shares):
+            if n == 0:
+                continue
+            if need.kind == "pairs":
+                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t))
+            else:
+                parts.append(replay.sample_sequences(n, rng, length=need.length))
+        if len(parts) == 1 and need.kind != "pairs":
+            return parts[0]
+        cls = type(parts[0])
+        # Sequences are time-major [T, B, ...] except their per-sequence task ids [B].
+        dim = {f.name: (1 if cls is SequenceBatch and f.name != "task" else 0) for f in dataclasses.fields(cls)}
+        batch = cls(**{name: torch.cat([getattr(p, name) for p in parts], dim=d) for name, d in dim.items()})
+        if cls is PairBatch:
+            # Refilling it next time is safe: each UL step reads its batch completely (and syncs) before returning.
+            pin = self.device.type == "cuda"
+            batch = PairBatch(**{f.name: getattr(batch, f.name).pin_memory() if pin else getattr(batch, f.name)
+                                 for f in dataclasses.fields(PairBatch)})
+            self._out = batch
+        return batch
+
+    # ------------------------------------------------------------------ updates
+    def update(self, rng: np.random.Generator, n: int = 1) -> dict[str, float]:
+        """``n`` UL updates on sampled batches; their metrics averaged."""
+        sums: dict[str, float] = {}
+        for _ in range(n):
+            batch = self.sample(rng).to(self.device, non_blocking=True)
+            for k, v in ul_step(self.objective, self.optimizer, self.scheduler, batch, self.grad_clip,
+                                fast=self.fast).items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.updates += n
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def apply(self, loss: torch.Tensor) -> dict[str, float]:
+        """One UL update from a loss the caller computed (e.g. ``loss_from_features`` on an RL forward pass)."""
+        metrics = apply_ul_loss(self.objective, self.optimizer, self.scheduler, loss, self.grad_clip)
+        self.updates += 1
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """This UL's entries of a run's state (see the module doc)."""
+        return {"objective": self.objective.state_dict(),
+                "ul": {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                       "updates": self.updates}}
+
+    def load_state_dict(self, run_state: dict[str, Any]) -> None:
+        """Restore from a run's state, of this layout or of an earlier one (``migrate_state``)."""
+        state = migrate_state(run_state)
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["ul"]["optimizer"])
+        self.scheduler.load_state_dict(state["ul"]["scheduler"])
+        self.updates = int(state["ul"]["updates"])
+
+
+def migrate_state(run_state: dict[str, Any]) -> dict[str, Any]:
+    """A run state's UL entries in the current layout, from the current or an earlier one (see the module doc)."""
+    if "ul_optimizer" in run_state:  # SAC before online_ul: one UL update per scheduler step
+        scheduler = run_state["ul_scheduler"]
+        return {"objective": run_state["objective"],
+                "ul": {"optimizer": run_state["ul_optimizer"], "scheduler": scheduler,
+                       "updates": int(scheduler["last_epoch"])}}
+    ul = run_state.get("ul")
+    if isinstance(ul, dict) and "objective" in ul:  # PPO before online_ul: everything under "ul"
+        return {"objective": ul["objective"], "ul": {k: v for k, v in ul.items() if k != "objective"}}
+    if "objective" not in run_state or not isinstance(ul, dict):
+        raise KeyError("this run state holds no online-UL state (no 'objective' and 'ul' entries): "
+                       "was it written by a run without UL?")
+    return {"objective": run_state["objective"], "ul": ul}
