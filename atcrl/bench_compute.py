@@ -40,11 +40,13 @@ def ablation(threads: int, with_compile: bool = True) -> list[Variant]:
     eager = FastPathConfig.fp32_eager(threads=threads)
     cl = dataclasses.replace(eager, channels_last=True)
     alloc = dataclasses.replace(cl, bf16=None, tune_allocator=True)
+    fused = dataclasses.replace(alloc, fused_optim=True)
     rows = [Variant("fp32 eager", eager), Variant("+ channels_last", cl),
             Variant("+ bf16 (forced)", dataclasses.replace(cl, bf16=True)),
-            Variant("+ allocator (bf16 auto)", alloc, default=alloc == FastPathConfig(threads=threads))]
+            Variant("+ allocator (bf16 auto)", alloc),
+            Variant("+ fused Adam", fused, default=fused == FastPathConfig(threads=threads))]
     if with_compile:
-        rows.append(Variant("+ compile", dataclasses.replace(alloc, compile=True)))
+        rows.append(Variant("+ compile", dataclasses.replace(fused, compile=True)))
     return rows
 
 

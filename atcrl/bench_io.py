@@ -1,4 +1,4 @@
-"""Data-side benchmarks: replay bytes and sampling time (pixels vs frozen latents), and env steps/s.
+"""Data-side benchmarks: replay bytes and sampling time (pixels vs float16 and uint8 frozen latents), and env steps/s.
 
 The pixel replay is built and timed with bench/replay_sampling.py (the replay's own benchmark),
 environments are probed with atcrl.envs.report (the `atcrl envs` command), so every figure here
@@ -39,13 +39,20 @@ def replay_sampling_module() -> ModuleType:
     return sys.modules[name]
 
 
-def latent_replay(transitions: int, episode_steps: int = 125, seed: int = 0) -> Replay:
-    """A frozen-encoder replay: one float16 latent per stacked observation (no frame stacking)."""
+def latent_replay(transitions: int, episode_steps: int = 125, seed: int = 0,
+                  dtype: str = "float16") -> Replay:
+    """A frozen-encoder replay: one latent per stacked observation (no frame stacking), stored as ``dtype``
+    ("float16", or "uint8" as with SACLoopConfig.latent_dtype="uint8")."""
+    if dtype not in ("float16", "uint8"):
+        raise ValueError(f"latent dtype must be 'float16' or 'uint8', got {dtype!r}")
     rng = np.random.default_rng(seed)
     episodes = math.ceil(transitions / episode_steps)
     replay = Replay(transitions + episodes, LATENT_SHAPE, frame_stack=1, action_shape=(ACTION_DIM,),
-                    frame_dtype=np.float16)
-    pool = rng.random((64, *LATENT_SHAPE), dtype=np.float32).astype(np.float16)
+                    frame_dtype=np.dtype(dtype))
+    if dtype == "uint8":
+        pool = rng.integers(0, 256, (64, *LATENT_SHAPE), dtype=np.uint8)
+    else:
+        pool = rng.random((64, *LATENT_SHAPE), dtype=np.float32).astype(np.float16)
     T = episode_steps
     for _ in range(episodes):
         replay.add_episode(Episode(frames=pool[rng.integers(0, len(pool), T + 1)],
@@ -55,14 +62,16 @@ def latent_replay(transitions: int, episode_steps: int = 125, seed: int = 0) -> 
 
 
 def replay_memory(transitions: int, batch_size: int = 512, batches: int = 20) -> dict[str, Any]:
-    """Bytes per 100k transitions and SAC/ATC sampling time for the pixel and the latent replay."""
+    """Bytes per 100k transitions, their ratio to the pixels', and SAC/ATC sampling time for the pixel
+    replay and the latent replays ("latents": float16, "latents_uint8": uint8)."""
     rs = replay_sampling_module()
     rng = np.random.default_rng(0)
     cfg = rs.BenchConfig(transitions=transitions, batch_size=batch_size, batches=batches)
     pixels, _ = rs.build(cfg, rng)
-    latents = latent_replay(transitions)
     out: dict[str, Any] = {"transitions": transitions, "batch_size": batch_size}
-    for name, replay in (("pixels", pixels), ("latents", latents)):
+    replays = (("pixels", pixels), ("latents", latent_replay(transitions)),
+               ("latents_uint8", latent_replay(transitions, dtype="uint8")))
+    for name, replay in replays:
         out[name] = {
             "frame_shape": list(replay.frame_shape), "frame_dtype": str(replay.frames.dtype),
             "frame_stack": replay.frame_stack,
@@ -70,7 +79,9 @@ def replay_memory(transitions: int, batch_size: int = 512, batches: int = 20) ->
             "transitions_ms": rs.timed(lambda r=replay: r.sample_transitions(batch_size, rng), batches)["min_ms"],
             "pairs_ms": rs.timed(lambda r=replay: r.sample_pairs(batch_size, rng, delta_t=1), batches)["min_ms"],
         }
-    out["pixel_to_latent_bytes"] = out["pixels"]["bytes_per_100k"] / out["latents"]["bytes_per_100k"]
+        out[name]["pixels_to_this_bytes"] = out["pixels"]["bytes_per_100k"] / out[name]["bytes_per_100k"]
+    out["pixel_to_latent_bytes"] = out["latents"]["pixels_to_this_bytes"]
+    out["pixel_to_latent_uint8_bytes"] = out["latents_uint8"]["pixels_to_this_bytes"]
     return out
 
 

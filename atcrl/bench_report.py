@@ -175,7 +175,7 @@ def _md_accuracy(r: dict[str, Any]) -> list[str]:
 def _md_replay(r: dict[str, Any]) -> list[str]:
     rows = [[name, f"{x['frame_shape']} {x['frame_dtype']} stack {x['frame_stack']}",
              f"{x['bytes_per_100k'] / 1e9:.3f} GB", _f(x["transitions_ms"], ".2f"), _f(x["pairs_ms"], ".2f")]
-            for name, x in ((n, r[n]) for n in ("pixels", "latents"))]
+            for name, x in ((n, r[n]) for n in ("pixels", "latents", "latents_uint8") if n in r)]
     return [f"{r['transitions']:,} transitions; pixels take {r['pixel_to_latent_bytes']:.2f}x the latents' memory.",
             ""] + _table(["replay", "slot", "bytes per 100k transitions", f"transitions B={r['batch_size']} ms",
                           f"pairs B={r['batch_size']} ms"], rows)

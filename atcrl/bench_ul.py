@@ -70,7 +70,7 @@ def atc_throughput(preset: str, fast: dict[str, Any], device: str = "cpu", trans
     torch.manual_seed(0)
     objective = ATC(ConvEncoder(preset_cfg.encoder, in_shape), atc_cfg).to(device)
     fastpath.prepare_module(objective, cfg)
-    optimizer, scheduler = make_ul_optimizer(objective, preset_cfg.optim)
+    optimizer, scheduler = make_ul_optimizer(objective, preset_cfg.optim, fast=cfg)
     rng = np.random.default_rng(0)
     B, dt = atc_cfg.batch_size, atc_cfg.delta_t
 
@@ -117,7 +117,7 @@ def train_atc(episodes: list[Episode], frame_stack: int, atc_cfg: ATCConfig, fas
     objective = ATC(ConvEncoder(arch, (frame_stack * frame[0], *frame[1:])), atc_cfg).to(device)  # type: ignore[arg-type]
     fastpath.prepare_module(objective, fast)
     optim = ULOptimConfig(warmup_updates=max(1, updates // 10), total_updates=updates + 1)
-    optimizer, scheduler = make_ul_optimizer(objective, optim)
+    optimizer, scheduler = make_ul_optimizer(objective, optim, fast=fast)
     for u in range(updates):
         batch = replay.sample_pairs(atc_cfg.batch_size, update_rng(seed, 0, u), delta_t=atc_cfg.delta_t)
         ul_step(objective, optimizer, scheduler, batch.to(device), optim.grad_clip, fast=fast)

@@ -25,8 +25,9 @@ SAC_SHAPE, PPO_SHAPE = (6, 32, 32), (4, 36, 36)
 SMALL_SAC = SACConfig(latent_dim=8, hidden=(32, 32))
 SMALL_ATC = ATCConfig(batch_size=8, latent_size=16, predictor_hidden=16)
 PLAIN = FastPathConfig.fp32_eager()
-DEFAULT_NO_BF16 = FastPathConfig(bf16=False)
-"""The default fast path with bf16 pinned off, as auto resolves it on CPUs without AMX (and so on this one)."""
+DEFAULT_NO_BF16 = FastPathConfig(bf16=False, fused_optim=False)
+"""The default fast path with bf16 pinned off, as auto resolves it on CPUs without AMX (and so on this one), and
+the for-each Adam, so updates can be compared bit for bit."""
 BF16 = FastPathConfig(bf16=True)
 """bf16 forced on: exercises the autocast code paths on any device."""
 

@@ -19,12 +19,23 @@ def random_shift(
     """
     if pad == 0 or prob <= 0:
         return x
+    B = x.shape[0]
+    shifts = torch.randint(0, 2 * pad + 1, (2, B), device=x.device, generator=generator) - pad
+    if prob >= 1:
+        return _shift(x, shifts)
+    keep = torch.rand(B, device=x.device, generator=generator) < prob
+    # Only the samples drawn to move are gathered; the rest (the centre crop) are copied through.
+    moved = keep.nonzero().squeeze(1)
+    out = x.clone(memory_format=torch.contiguous_format)
+    if len(moved):
+        out[moved] = _shift(x[moved], shifts[:, moved])
+    return out
+
+
+def _shift(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Sample b read at clamped coordinates (row + shifts[0, b], col + shifts[1, b])."""
     B, C, H, W = x.shape
     dev = x.device
-    shifts = torch.randint(0, 2 * pad + 1, (2, B), device=dev, generator=generator) - pad
-    if prob < 1:
-        keep = torch.rand(B, device=dev, generator=generator) < prob
-        shifts = shifts * keep
     rows = (torch.arange(H, device=dev)[None, :] + shifts[0][:, None]).clamp_(0, H - 1)
     cols = (torch.arange(W, device=dev)[None, :] + shifts[1][:, None]).clamp_(0, W - 1)
     # One gather over flattened pixels (shared by all channels) is cheaper than a row and a column pass.

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atcrl.fastpath import FastPathConfig, autocast
+from atcrl.fastpath import FastPathConfig, adam, autocast, clip_gradients
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.nets.mlp import mlp
 from atcrl.rl.modes import EncoderMode, rl_features
@@ -135,19 +135,6 @@ def ppo_loss(
     }
 
 
-def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """``clip_grad_norm_(params, max_norm or inf)`` bit for bit; returns the norm before clipping.
-
-    It skips the pass that multiplies every gradient by exactly 1.0: always without clipping, and on
-    the CPU (where reading the norm costs no device sync) whenever the norm is within bounds.
-    """
-    norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    # The same coefficient test as clip_grad_norm_'s clamp(max_norm / (norm + 1e-6), max=1).
-    if max_norm > 0 and (norm.device.type != "cpu" or bool(max_norm / (norm + 1e-6) < 1.0)):
-        nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-    return norm
-
-
 @dataclass
 class Act:
     """What ``PPOAgent.act`` returns for a batch of observations."""
@@ -165,7 +152,8 @@ class Act:
 class PPOAgent:
     """An ActorCritic, its mode, the RL optimizer and the counters needed to resume.
 
-    fast: run the update's forward pass under this fast path's autocast; None runs it as it is.
+    fast: run the update's forward pass under this fast path's autocast and step with its optimizer kernels
+    (``fastpath.adam``); None runs it as it is.
     (The activation layout is set on ``net`` by ``fastpath.prepare_module``.)
     """
 
@@ -178,7 +166,7 @@ class PPOAgent:
         self.fast = fast
         if self.mode is EncoderMode.frozen:
             self.net.encoder.requires_grad_(False)  # nothing, RL or UL, may change a frozen encoder
-        self.optimizer = torch.optim.Adam(self.rl_parameters(), lr=cfg.lr)
+        self.optimizer = adam(self.rl_parameters(), fast, lr=cfg.lr)
         self.iterations = 0
         """PPO updates (one per rollout) done so far."""
         self.gradient_steps = 0

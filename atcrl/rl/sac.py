@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atcrl.data.batches import TransitionBatch
-from atcrl.fastpath import FastPathConfig, autocast
+from atcrl.fastpath import FastPathConfig, adam, autocast, clip_gradients
 from atcrl.nets.augment import random_shift, subpixel_shift
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.nets.mlp import mlp
@@ -157,8 +157,8 @@ class SACAgent(nn.Module):
     latent_obs: observations are the encoder's outputs already (frozen mode only).
     latent_dtype: how latents are stored ("uint8": quantised with the ``latent_scale`` buffer, saved with
     the weights, set from the first latent encoded; see ``LATENT_HEADROOM``).
-    fast: run the losses' forward parts under this fast path's autocast; None runs them as they are.
-    (The activation layout is set on the modules by ``fastpath.prepare_module``.)
+    fast: run the losses' forward parts under this fast path's autocast and step with its optimizer kernels
+    (``fastpath.adam``); None runs them as they are. (The activation layout is set on the modules by ``fastpath.prepare_module``.)
     """
 
     def __init__(
@@ -205,9 +205,9 @@ class SACAgent(nn.Module):
         critic_params = [*self.critic_trunk.parameters(), *self.critic.parameters()]
         if mode is EncoderMode.end_to_end:
             critic_params = [*encoder.parameters(), *critic_params]
-        self.critic_opt = torch.optim.Adam(critic_params, lr=cfg.q_lr)
-        self.actor_opt = torch.optim.Adam([*self.actor_trunk.parameters(), *self.actor.parameters()], lr=cfg.pi_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, betas=cfg.alpha_betas)
+        self.critic_opt = adam(critic_params, fast, lr=cfg.q_lr)
+        self.actor_opt = adam([*self.actor_trunk.parameters(), *self.actor.parameters()], fast, lr=cfg.pi_lr)
+        self.alpha_opt = adam([self.log_alpha], fast, lr=cfg.alpha_lr, betas=cfg.alpha_betas)
         self.updates = 0
         """Critic updates done so far (drives the actor and target-update cadence)."""
 
@@ -397,8 +397,7 @@ class SACAgent(nn.Module):
         return [p for group in opt.param_groups for p in group["params"]]
 
     def _clip(self, opt: torch.optim.Optimizer) -> torch.Tensor:
-        params = [p for p in self._params(opt) if p.grad is not None]
-        return torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf)
+        return clip_gradients(self._params(opt), self.cfg.grad_clip)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]

@@ -66,7 +66,7 @@ class OnlineUL:
         self.grad_clip = optim.grad_clip
         self.fast = fast
         self.device = torch.device(device)
-        self.optimizer, self.scheduler = make_ul_optimizer(objective, optim)
+        self.optimizer, self.scheduler = make_ul_optimizer(objective, optim, fast=fast)
         self.updates = 0
         """UL updates done so far."""
         self._out: PairBatch | None = None  # the pair batch every sample after the first is gathered into

@@ -314,7 +314,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                             f"{dist.world_size} ranks; pick a multiple of {dist.world_size}")
     local_batch = need.batch_size // dist.world_size
     _check_sampling(cfg, data, need, local_batch)
-    optimizer, scheduler = make_ul_optimizer(objective, settings.optim)
+    optimizer, scheduler = make_ul_optimizer(objective, settings.optim, fast=cfg.fast)
 
     start = 0
     if cfg.resume:

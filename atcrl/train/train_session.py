@@ -1,6 +1,10 @@
 """One `atcrl train` process: build or restore the run, drive its loop, and hook in logging, progress,
 evaluation (PPO; SAC evaluates inside its loop), videos, checkpoints and the closing summary.
 
+PPO evaluation and video episodes (this module's) end at ``EVAL_MAX_ENV_FRAMES``; an episode cut there is
+logged in ``eval/truncated``. The summary records the fast path this session resolved to (``fastpath``)
+and what it applied to the process (``process``); ``perf/replay_bytes`` is logged once per session.
+
 Checkpoints are written only from the loops' callbacks, i.e. between agent steps, when the run's
 state is consistent. A NaN/inf loss raises inside the loop before any callback, so the newest
 checkpoint on disk is always from before the divergence.
@@ -16,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import latest_checkpoint, rng_state, set_rng_state
+from atcrl.fastpath import describe
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.progress import Progress
@@ -31,6 +37,42 @@ from atcrl.train.train_cli import Plan, TrainConfig
 
 SHOW = ("eval/return_mean", "rl/episode_return", "perf/steps_per_s")
 """Metrics the progress display keeps up to date."""
+
+EVAL_MAX_ENV_FRAMES = 18_000
+"""Longest evaluation or video episode, in underlying env steps (Atari: emulator frames): 5 minutes of play
+at 60 Hz, the usual bound of Atari evaluations (4500 agent steps at frame skip 4). Without it a barely trained
+greedy policy that never presses FIRE plays to the env's own limit, 27k agent steps per episode. DMC (1000
+steps) and the tiny envs end well before it."""
+
+
+class EpisodeCap(gym.Wrapper):
+    """Ends an episode as truncated after ``max_steps`` agent steps, and counts the episodes it cut."""
+
+    def __init__(self, env: gym.Env, max_steps: int):
+        super().__init__(env)
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.max_steps = max_steps
+        self.cut = 0
+        """Episodes this wrapper ended (ones the env ended itself at the same step are not counted)."""
+        self._steps = 0
+
+    def reset(self, **kwargs: Any) -> Any:
+        self._steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        if self._steps >= self.max_steps and not (terminated or truncated):
+            truncated, self.cut = True, self.cut + 1
+        return obs, reward, terminated, truncated, info
+
+
+def replay_bytes(run: Any) -> int | None:
+    """Bytes the run's replay(s) hold (SAC's replay, PPO's online-UL replays); None when it has none."""
+    replays = [run.replay] if hasattr(run, "replay") else (run.ul.replays if getattr(run, "ul", None) else [])
+    return sum(r.nbytes for r in replays) if replays else None
 
 
 class Diverged(RuntimeError):
@@ -95,9 +137,12 @@ class Session:
                                     resume_from_step=run.step if cfg.resume else None)
         self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
                             unit="step")
-        self._envs: dict[str, Any] = {}
+        self._envs: dict[str, EpisodeCap] = {}
         self.interrupted = False
         """Set by the first Ctrl-C: checkpoint at the next step boundary and stop."""
+        memory = replay_bytes(run)
+        if memory is not None:
+            self.logger.log(run.step, {"perf/replay_bytes": float(memory)})
 
     # ------------------------------------------------------------------ loop callbacks
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -139,19 +184,22 @@ class Session:
         return step >= self.total or bool(every and step % every == 0)
 
     # ------------------------------------------------------------------ evaluation and videos
-    def _env(self, purpose: str, seed_offset: int) -> Any:
+    def _env(self, purpose: str, seed_offset: int) -> EpisodeCap:
         if purpose not in self._envs:
             from atcrl.envs import make_env
 
-            self._envs[purpose] = make_env(self.plan.loop.env, seed=self.plan.loop.seed + seed_offset,
-                                           **self.info.env_kwargs())
+            env = make_env(self.plan.loop.env, seed=self.plan.loop.seed + seed_offset, **self.info.env_kwargs())
+            self._envs[purpose] = EpisodeCap(env, max(1, EVAL_MAX_ENV_FRAMES // self.info.action_repeat))
         return self._envs[purpose]
 
     def _evaluate_ppo(self, step: int) -> None:
-        returns, lengths, _ = play(self._env("eval", 10_000), actor(self.run.agent), self.plan.eval_episodes)
+        env = self._env("eval", 10_000)
+        cut_before = env.cut
+        returns, lengths, _ = play(env, actor(self.run.agent), self.plan.eval_episodes)
         self.eval_at = step
         self.on_metrics(step, {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-                               "eval/length_mean": float(np.mean(lengths))})
+                               "eval/length_mean": float(np.mean(lengths)),
+                               "eval/truncated": float(env.cut - cut_before)})
 
     def _maybe_video(self, step: int) -> None:
         every = self.cfg.video_every
@@ -212,6 +260,8 @@ class Session:
             "session_steps": steps, "session_wall_time_s": round(session_s, 1),
             "steps_per_s": round(steps / session_s, 2) if session_s > 0 else None,
             "eval_curve": self.evals,
+            # This session's settings: the fast path may change on --resume, so they live here, not in config.json.
+            "fastpath": describe(self.run.cfg.fast, self.run.agent.device), "process": self.run.process,
         }
         if self.evals:
             best = max(self.evals, key=lambda e: e[1])

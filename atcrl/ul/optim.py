@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from atcrl.data.batches import PairBatch, SequenceBatch
-from atcrl.fastpath import FastPathConfig, autocast
+from atcrl.fastpath import FastPathConfig, adam, autocast, clip_gradients
 from atcrl.ul.base import Objective
 
 
@@ -68,9 +68,13 @@ def trainable_parameters(objective: nn.Module) -> list[nn.Parameter]:
 
 
 def make_ul_optimizer(
-    objective: nn.Module, cfg: ULOptimConfig = ULOptimConfig()
+    objective: nn.Module, cfg: ULOptimConfig = ULOptimConfig(), fast: FastPathConfig | None = None
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
-    """Adam over the objective's trainable parameters and its warm-up + cosine schedule."""
+    """Adam over the objective's trainable parameters and its warm-up + cosine schedule.
+
+    fast: pick the optimizer kernels from this fast path (``fastpath.adam``: fused where available);
+    None keeps torch's default implementation.
+    """
     params = trainable_parameters(objective)
     if not params:
         raise ValueError(f"{type(objective).__name__} has no trainable parameters (e.g. a random encoder): "
@@ -80,9 +84,9 @@ def make_ul_optimizer(
             {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
+        optimizer = adam([g for g in groups if g["params"]], fast, lr=cfg.lr)
     else:
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        optimizer = adam(params, fast, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: lr_factor(u, cfg))
     return optimizer, scheduler
 
@@ -108,7 +112,7 @@ def apply_ul_loss(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    grad_norm = clip_gradients(params, grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
