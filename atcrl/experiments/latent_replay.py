@@ -22,17 +22,18 @@ VARIANTS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "latent-subpixel-shift": (False, ()),
     "pixel-random-shift": (True, ()),
     "latent-no-shift": (False, ("--sac.agent.latent-shift", "0")),
+    "latent-uint8-subpixel-shift": (False, ("--sac.latent-dtype", "uint8")),
 }
 
 NOTES: dict[Scale, str] = {
     "full": "Encoder: ATC pretrained on the ul-benchmark demonstrations (400 expert episodes, 1e4 updates); frozen "
             "SAC on cartpole-swingup at the paper's length, replay 1e5. Replay memory per stored observation: "
-            "pixels 3x84x84 uint8 = 21,168 B (frames are stacked at sample time); latents 32x7x7 float16 = 3,136 B.",
+            "pixels 3x84x84 uint8 = 21,168 B (frames are stacked at sample time); latents 32x7x7 float16 = 3,136 B, uint8 = 1,568 B.",
     "cpu-small": "Encoder: ATC for 1000 updates at batch 128 on 30 episodes of a small cartpole-swingup expert (as in "
                  "ul-benchmark at cpu-small; pass --encoder to reuse one). Frozen SAC 4000 agent steps (1000 warm-up, "
                  "batch 128, fast rendering). The pixel-replay run re-encodes every batch and "
                  "is several times slower than the latent ones. Replay memory per stored observation: pixels "
-                 "3x84x84 uint8 = 21,168 B; latents 32x7x7 float16 = 3,136 B.",
+                 "3x84x84 uint8 = 21,168 B; latents 32x7x7 float16 = 3,136 B, uint8 = 1,568 B.",
     "tiny": "Smoke test on tiny:point; the numbers mean nothing.",
 }
 
