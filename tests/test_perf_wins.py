@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 import tyro
+from test_train_cli import PPO_TINY as _PPO_TINY  # the shared tiny-run settings
+from test_train_cli import SAC_TINY, SIZE
 
 from atcrl import fastpath
 from atcrl.cli import main as atcrl
@@ -234,15 +236,9 @@ def test_the_replay_bench_reports_uint8_latents_next_to_float16_ones_and_pixels(
 
 # --------------------------------------------------------------------------- train sessions
 
-SIZE = 32
-SAC_TINY = ["--env", "tiny:point", "--sac.image-size", str(SIZE), "--sac.frame-stack", "1", "--sac.warmup-steps", "40",
-            "--sac.batch-size", "32", "--sac.agent.hidden", "32", "32", "--sac.agent.latent-dim", "8",
-            "--sac.replay-capacity", "2000", "--sac.log-every", "40", "--eval-every", "80", "--eval-episodes", "2",
-            "--no-tensorboard"]
-PPO_TINY = ["--env", "tiny:catch", "--ppo.image-size", str(SIZE), "--ppo.encoder", "dmc", "--ppo.num-envs", "4",
-            "--ppo.horizon", "32", "--ppo.ul-start-steps", "0", "--ppo.rl-start-steps", "128",
-            "--ppo.ul-replay-size", "800", "--ppo.atc.batch-size", "32", "--ppo.agent.hidden", "32",
-            "--ppo.agent.minibatches", "2", "--eval-episodes", "3", "--no-tensorboard"]
+# The same tiny PPO run without the mid-run evaluation: only the final one, where the cap is checked.
+_EVERY = _PPO_TINY.index("--eval-every")
+PPO_TINY = _PPO_TINY[:_EVERY] + _PPO_TINY[_EVERY + 2:]
 
 
 def test_episode_cap_truncates_long_episodes_and_counts_only_the_ones_it_cut():
