@@ -82,9 +82,12 @@ class ActorCritic(nn.Module):
             # would start PPO from an arbitrary, nearly deterministic policy that explores little.
             self.head[-1].weight[:n_actions].mul_(0.01)
 
-    def features(self, obs: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] observations -> [B, feature_dim] flattened encoder features."""
-        return self.encoder(obs).flatten(1)
+    def features(self, obs: torch.Tensor, encoder: ConvEncoder | None = None) -> torch.Tensor:
+        """[B, C, H, W] observations -> [B, feature_dim] flattened encoder features.
+
+        encoder: read the observations with this conv (a copy of ``self.encoder``'s architecture, e.g. an
+        acting snapshot) instead of the network's own; None = the network's own."""
+        return (self.encoder if encoder is None else encoder)(obs).flatten(1)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, feature_dim] -> (logits [B, n_actions], value [B])."""
@@ -170,6 +173,10 @@ class PPOAgent:
         self.iterations = 0
         """PPO updates (one per rollout) done so far."""
         self.gradient_steps = 0
+        self.acting_encoder: ConvEncoder | None = None
+        """The conv ``act`` and ``value`` read instead of ``net.encoder`` when set: a loop that trains the
+        conv in another thread while it collects (PPOLoopConfig.overlap_ul) points it at a snapshot for the
+        collection; None = the network's own conv. The update always reads ``net.encoder``."""
 
     def rl_parameters(self) -> list[nn.Parameter]:
         """What the RL optimizer owns: the heads, plus the encoder only when RL trains it."""
@@ -184,7 +191,9 @@ class PPOAgent:
 
         When the RL loss cannot reach the encoder, the features computed while acting are exactly
         what the PPO epochs would recompute, provided the encoder does not change in between —
-        the loop runs UL updates only after the RL update, so it does not.
+        the loop runs UL updates only after the RL update, so it does not. (With the loop's overlap_ul,
+        UL updates run while acting, which reads a snapshot of the conv: the stored features are still
+        the ones the actions were sampled from.)
         """
         return self.mode is not EncoderMode.end_to_end
 
@@ -210,7 +219,7 @@ class PPOAgent:
             generator: torch.Generator | None = None) -> Act:
         """Sample (or, with ``greedy``, take the most likely) actions for a batch of observations."""
         obs = self._obs(obs)
-        features = self.net.features(obs)
+        features = self.net.features(obs, self.acting_encoder)
         logits, value = self.net.heads(features)
         logp_all = F.log_softmax(logits, dim=-1)
         if greedy:
@@ -223,7 +232,7 @@ class PPOAgent:
     @torch.no_grad()
     def value(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
         """[N] value estimates."""
-        return self.net.heads(self.net.features(self._obs(obs)))[1]
+        return self.net.heads(self.net.features(self._obs(obs), self.acting_encoder))[1]
 
     def update(self, rollout: Rollout, progress: float = 0.0,
                generator: torch.Generator | None = None) -> dict[str, float]:

@@ -5,6 +5,11 @@ minibatches over the rollout), then this iteration's UL updates. UL runs *after*
 decoupled/frozen mode the features stored while acting are exactly what the PPO epochs would
 recompute (see ``PPOAgent.caches_features``).
 
+With ``overlap_ul`` the UL updates instead run in a worker thread while the main thread collects
+(torch releases the GIL inside its ops, so on a CPU they use a second core): the policy acts with a
+snapshot of the conv taken before those updates, the collection's UL-replay writes are held back
+until they are done, and the PPO update follows once the worker has finished (see the field).
+
 The paper's Atari variants are switches of one config:
   RL only      mode=end_to_end, ul=none
   ATC-init     mode=end_to_end, encoder_path=<exported ATC encoder>, ul=none
@@ -24,7 +29,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +102,18 @@ class PPOLoopConfig:
     """UL learning-rate schedule over all UL updates of the run."""
     ul_grad_clip: float = 10.0
     """Max UL gradient norm (0 = no clipping)."""
+    overlap_ul: bool = False
+    """Run each iteration's UL updates in a worker thread while the main thread collects the rollout, for
+    speed wherever the two can run at once (a second CPU core, a GPU). The policy acts with a snapshot of the
+    conv taken before those updates, i.e. with the weights the serial schedule acts with, and the frames
+    collected meanwhile reach the UL replay only after them; PPO updates once the worker is done, so RL and
+    UL never write the conv at the same time. What changes: the UL updates of iteration k sample rollouts
+    up to k-1, not k (a one-rollout lag); and in end_to_end mode the PPO update of rollout k starts from
+    the conv after this iteration's UL updates, which acting did not see, so its first ratios are not
+    exactly 1. An iteration whose UL replay is still empty (the first of a run, or of a resumption without
+    the saved replay) runs serially. No effect without UL; it may change on --resume. It pays only where a
+    core (or the GPU) would otherwise idle: on a 2-core CPU already busy with other jobs (Pong, 16 envs, whose
+    ALE vector env steps on every core; 6 UL updates) it ran at 0.7-1.04x the serial speed."""
     log_every: int = 1
     """Iterations between metric reports."""
     seed: int = 0
@@ -156,14 +175,14 @@ class PPOLoopConfig:
         return round(self.ul_updates * remaining**power)
 
 
-def _store_first(replays: list[Replay], obs: np.ndarray, frame_channels: int) -> None:
+def _store_first(replays: Sequence[Replay | HeldWrites], obs: np.ndarray, frame_channels: int) -> None:
     """The first observation of every env's episode, one per env replay (newest frame only)."""
     for replay, o in zip(replays, obs):
         replay.add_first(o[-frame_channels:])
 
 
-def _store_step(replays: list[Replay], frame_channels: int, actions: np.ndarray, rewards: np.ndarray,
-               next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+def _store_step(replays: Sequence[Replay | HeldWrites], frame_channels: int, actions: np.ndarray,
+               rewards: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                final_obs: np.ndarray | None) -> None:
     """One vector step into the env replays; an ended episode stores its final frame, then the reset frame
     opens the next."""
@@ -174,6 +193,53 @@ def _store_step(replays: list[Replay], frame_channels: int, actions: np.ndarray,
         replay.add_step(actions[i], float(rewards[i]), last[-C:], bool(terminated[i]), bool(truncated[i]))
         if done:
             replay.add_first(next_obs[i][-C:])
+
+
+class HeldWrites:
+    """Stands in for one env's UL replay while the UL worker samples that replay: keeps copies of the writes
+    a collection makes (vector envs may reuse their observation buffers) and applies them later, in order."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[np.ndarray, tuple[np.ndarray, float, bool, bool] | None]] = []
+        """(frame, None) for add_first; (next frame, (action, reward, terminated, truncated)) for add_step."""
+
+    def add_first(self, frame: np.ndarray) -> None:
+        self.writes.append((np.array(frame), None))
+
+    def add_step(self, action: np.ndarray | float, reward: float, next_frame: np.ndarray, terminated: bool,
+                 truncated: bool) -> None:
+        self.writes.append((np.array(next_frame), (np.array(action), reward, terminated, truncated)))
+
+    def apply_to(self, replay: Replay) -> None:
+        """Write everything held into ``replay`` and forget it."""
+        for frame, step in self.writes:
+            if step is None:
+                replay.add_first(frame)
+            else:
+                action, reward, terminated, truncated = step
+                replay.add_step(action, reward, frame, terminated, truncated)
+        self.writes.clear()
+
+
+class ULOverlap:
+    """What ``overlap_ul`` adds to a run: the one worker thread running UL updates, the snapshot of the conv
+    the policy acts with meanwhile, and the UL-replay writes held back until the worker is done."""
+
+    def __init__(self, encoder: ConvEncoder, fast: FastPathConfig, num_envs: int):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atcrl-ul")
+        # A fresh module, not a deep copy (a compiled encoder's copy would still call the original), built
+        # under a forked RNG: its throwaway initial weights draw nothing from the run's random streams.
+        with torch.random.fork_rng(devices=[]):
+            snapshot = ConvEncoder(encoder.arch, encoder.in_shape)  # type: ignore[arg-type]
+        snapshot.to(next(encoder.parameters()).device).requires_grad_(False)
+        self.snapshot = prepare_module(snapshot, fast)
+        """The conv the policy acts with while the worker trains the real one; its weights are copied in
+        before each overlapped iteration's UL updates start."""
+        self.held = [HeldWrites() for _ in range(num_envs)]
+
+    def close(self) -> None:
+        """Stop the worker thread once any update it is running has finished."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -200,6 +266,9 @@ class PPORun:
     """[num_envs] agent steps so far of each env's current episode."""
     process: dict[str, Any] = field(default_factory=dict)
     """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
+    ul_overlap: ULOverlap | None = None
+    """With cfg.overlap_ul: the UL worker thread and what goes with it, made by the first overlapped
+    iteration; ``stop_ul_thread`` ends the thread (``train`` does when it returns)."""
 
     @property
     def step(self) -> int:
@@ -212,6 +281,12 @@ class PPORun:
         if self.ul is not None:
             state.update(self.ul.state_dict())
         return state
+
+    def stop_ul_thread(self) -> None:
+        """End the UL worker thread of overlap_ul, if there is one; a later iteration starts a new one."""
+        if self.ul_overlap is not None:
+            self.ul_overlap.close()
+            self.ul_overlap = None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a run; envs restart their episodes and the UL replay refills from empty."""
@@ -270,16 +345,21 @@ def _seeded(seed: int, itr: int, stream: int, device: torch.device | str = "cpu"
     return torch.Generator(device).manual_seed(int(np.random.SeedSequence([seed, itr, stream]).generate_state(1)[0]))
 
 
-def collect(run: PPORun, rollout: Rollout | None) -> list[tuple[float, int]]:
+def collect(run: PPORun, rollout: Rollout | None, ul_writes: Sequence[Replay | HeldWrites] | None = None
+            ) -> list[tuple[float, int]]:
     """Step the envs ``horizon`` times; fill ``rollout`` (None = act uniformly, store nothing for RL)
-    and the UL replay. Returns the (raw score, length) of every episode that ended."""
+    and the UL replay. Returns the (raw score, length) of every episode that ended.
+
+    ul_writes: one per env, where the UL-replay writes go; None = the UL replays themselves."""
     cfg, agent, env = run.cfg, run.agent, run.env
+    if run.ul is not None and ul_writes is None:
+        ul_writes = run.ul.replays
     N = cfg.num_envs
     if run.obs is None:
         run.obs, _ = env.reset(seed=cfg.seed + 7919 * run.iteration)
         run.episode_return, run.episode_length = np.zeros(N), np.zeros(N, np.int64)
-        if run.ul is not None:
-            _store_first(run.ul.replays, run.obs, run.frame_channels)
+        if ul_writes is not None:
+            _store_first(ul_writes, run.obs, run.frame_channels)
     act_gen = _seeded(cfg.seed, run.iteration, 0, run.device)
     n_actions = agent.net.n_actions
     finished: list[tuple[float, int]] = []
@@ -305,8 +385,8 @@ def collect(run: PPORun, rollout: Rollout | None) -> list[tuple[float, int]]:
             if cut.size:  # bootstrap a time-limit cut from the final observation's value
                 rollout.final_values[t, torch.as_tensor(cut, device=run.device)] = agent.value(
                     np.stack([final_obs[i] for i in cut]))
-        if run.ul is not None:
-            _store_step(run.ul.replays, run.frame_channels, actions_np, reward, next_obs, terminated, truncated,
+        if ul_writes is not None:
+            _store_step(ul_writes, run.frame_channels, actions_np, reward, next_obs, terminated, truncated,
                        final_obs)
         run.episode_return += reward
         run.episode_length += 1
@@ -326,6 +406,9 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
     Returns the iteration's metrics and the (raw score, length) of the episodes that ended in it."""
     cfg, itr = run.cfg, run.iteration
     rl_on = itr >= cfg.start_iterations()[1]
+    n_ul = cfg.ul_updates_at(itr) if run.ul is not None else 0
+    if n_ul and cfg.overlap_ul and all(len(replay) for replay in run.ul.replays):
+        return _iterate_overlapped(run, rollout, rl_on, n_ul)
     t0 = time.perf_counter()
     finished = collect(run, rollout if rl_on else None)
     t1 = time.perf_counter()
@@ -334,7 +417,6 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
         metrics.update(run.agent.update(rollout, progress=itr / cfg.iterations,
                                         generator=_seeded(cfg.seed, itr, 1)))
     t2 = time.perf_counter()
-    n_ul = cfg.ul_updates_at(itr) if run.ul is not None else 0
     if n_ul:
         metrics.update(run.ul.update(np.random.default_rng([cfg.seed, itr, 2]), n_ul))
     t3 = time.perf_counter()
@@ -346,6 +428,58 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
     return metrics, finished
 
 
+def _timed_ul_updates(ul: OnlineUL, rng: np.random.Generator, n: int) -> tuple[dict[str, float], float]:
+    """``ul.update(rng, n)`` and the seconds it took (run in the UL worker thread)."""
+    start = time.perf_counter()
+    metrics = ul.update(rng, n)
+    return metrics, time.perf_counter() - start
+
+
+def _iterate_overlapped(run: PPORun, rollout: Rollout, rl_on: bool, n_ul: int
+                        ) -> tuple[dict[str, float], list[tuple[float, int]]]:
+    """``iterate`` with overlap_ul: the UL updates run in the worker thread while this thread collects with
+    the conv snapshot; then the held replay writes land and PPO updates.
+
+    The UL updates sample with the same generator as the serial schedule, from the replay as the previous
+    iterations left it, and enter their own autocast (``ul_step``; autocast state is per thread) as they do
+    there. Metrics as in ``iterate``; perf/ul_s is the worker's own time, perf/ul_wait_s the time spent
+    waiting for it after collecting.
+    """
+    cfg, itr, ul, agent = run.cfg, run.iteration, run.ul, run.agent
+    assert ul is not None
+    if run.ul_overlap is None:
+        run.ul_overlap = ULOverlap(agent.net.encoder, cfg.fast, cfg.num_envs)
+    overlap = run.ul_overlap
+    t0 = time.perf_counter()
+    overlap.snapshot.load_state_dict(agent.net.encoder.state_dict())  # before the worker may change the conv
+    future = overlap.pool.submit(_timed_ul_updates, ul, np.random.default_rng([cfg.seed, itr, 2]), n_ul)
+    agent.acting_encoder = overlap.snapshot
+    try:
+        finished = collect(run, rollout if rl_on else None, overlap.held)
+    finally:
+        agent.acting_encoder = None
+        t1 = time.perf_counter()
+        wait_for([future])  # whatever happened: nothing below runs while the worker uses the conv or replay
+        t2 = time.perf_counter()
+        for held, replay in zip(overlap.held, ul.replays):
+            held.apply_to(replay)
+        t3 = time.perf_counter()
+    ul_metrics, ul_s = future.result()  # raises the worker's error, e.g. FloatingPointError for a NaN loss
+    metrics: dict[str, float] = {}
+    if rl_on:
+        metrics.update(agent.update(rollout, progress=itr / cfg.iterations,
+                                    generator=_seeded(cfg.seed, itr, 1)))
+    t4 = time.perf_counter()
+    metrics.update(ul_metrics)
+    run.iteration += 1
+    metrics.update({
+        "ul/updates_this_iteration": float(n_ul), "perf/steps_per_s": cfg.batch_steps / max(t4 - t0, 1e-9),
+        "perf/collect_s": (t1 - t0) + (t3 - t2), "perf/rl_s": t4 - t3, "perf/ul_s": ul_s,
+        "perf/ul_wait_s": t2 - t1,
+    })
+    return metrics, finished
+
+
 def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
           on_iteration: Callable[[PPORun], None] | None = None) -> list[tuple[int, dict[str, float]]]:
     """Run from ``run.iteration`` to the end; returns every (agent step, metrics) report.
@@ -353,7 +487,8 @@ def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
     on_metrics(step, metrics) gets averages over each ``log_every`` iterations: rl/episode_return is
     the mean raw score of the episodes that ended in them; counters (rl/episodes, ul/updates,
     perf/env_steps) are their current values. on_iteration(run) is called after every iteration
-    (e.g. to checkpoint); a FloatingPointError from a NaN loss ends the run before it.
+    (e.g. to checkpoint); a FloatingPointError from a NaN loss ends the run before it. With overlap_ul
+    the UL worker thread has finished each iteration before these calls, and ends when this returns.
     """
     cfg = run.cfg
     shape, dtype = run.agent.policy_input_spec()
@@ -362,25 +497,29 @@ def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     episodes: list[tuple[float, int]] = []
-    while run.iteration < cfg.iterations:
-        metrics, finished = iterate(run, rollout)
-        episodes += finished
-        for k, v in metrics.items():
-            sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
-        if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
-            report = {k: sums[k] / counts[k] for k in sums}
-            if episodes:
-                report["rl/episode_return"] = float(np.mean([r for r, _ in episodes]))
-                report["rl/episode_length"] = float(np.mean([n for _, n in episodes]))
-            report.update({"rl/episodes": float(run.episodes), "perf/env_steps": float(run.step * run.action_repeat)})
-            if run.ul is not None:
-                report["ul/updates"] = float(run.ul.updates)
-            history.append((run.step, report))
-            if on_metrics is not None:
-                on_metrics(run.step, report)
-            sums.clear(), counts.clear(), episodes.clear()
-        if on_iteration is not None:
-            on_iteration(run)
+    try:
+        while run.iteration < cfg.iterations:
+            metrics, finished = iterate(run, rollout)
+            episodes += finished
+            for k, v in metrics.items():
+                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+            if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
+                report = {k: sums[k] / counts[k] for k in sums}
+                if episodes:
+                    report["rl/episode_return"] = float(np.mean([r for r, _ in episodes]))
+                    report["rl/episode_length"] = float(np.mean([n for _, n in episodes]))
+                report.update({"rl/episodes": float(run.episodes),
+                               "perf/env_steps": float(run.step * run.action_repeat)})
+                if run.ul is not None:
+                    report["ul/updates"] = float(run.ul.updates)
+                history.append((run.step, report))
+                if on_metrics is not None:
+                    on_metrics(run.step, report)
+                sums.clear(), counts.clear(), episodes.clear()
+            if on_iteration is not None:
+                on_iteration(run)
+    finally:
+        run.stop_ul_thread()
     return history
 
 
