@@ -43,9 +43,12 @@ KIND = "train"
 """Checkpoint kind and config.json "kind" of RL runs (atcrl export dispatches on it)."""
 RUN_INFO = "config.json"
 CKPT_DIR = "checkpoints"
-RESUMABLE_CHANGES = ("device", "fast", "log_every", "eval_every", "eval_episodes")
+RESUMABLE_CHANGES = ("device", "fast", "log_every", "eval_every", "eval_episodes", "overlap_ul",
+                     "overlap_env")
 """Loop fields that may differ between a run and its resumption: they do not change what is trained
-("fast" changes speed only; runs from before it existed have no "fast" field and resume too)."""
+("fast" changes speed only; runs from before it existed have no "fast" field and resume too), or, like
+PPO's "overlap_ul" and SAC's "overlap_env" (speed options that lag the UL updates by one rollout, or the
+update by one transition), only how it is scheduled."""
 
 
 class TrainRunError(ValueError):

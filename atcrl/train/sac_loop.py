@@ -8,11 +8,16 @@ Acting: for the first ``warmup_steps`` agent steps the action is tanh of a Gauss
 std (``sac.warmup_std``) around the untrained actor's mean; afterwards the learned policy samples
 and every agent step is followed by one SAC update (and, in decoupled mode, one UL update).
 Evaluation runs deterministic episodes (tanh of the mean) on a separate env.
+
+With ``overlap_env`` the training env lives on a worker thread (atcrl.envs.threaded) and, once updates
+run, each agent step's env step runs there while that step's update runs here; the update then samples
+the replay without the newest transition (see the field's docstring).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from atcrl.data.batches import TransitionBatch
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
 from atcrl.envs.meta import EnvMeta
+from atcrl.envs.threaded import ThreadedEnv
 from atcrl.fastpath import FastPathConfig, autocast, configure_process, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
 from atcrl.rl.modes import EncoderMode
@@ -75,6 +81,13 @@ class SACLoopConfig:
     """Stacked frames per observation; 0 = the family's default (3 for DMC)."""
     fast_render: bool = False
     """DMC: render without shadows, reflections and multisampling (faster; pixels differ from the paper's)."""
+    overlap_env: bool = False
+    """Step the training env on a worker thread while the agent update runs. It hides the env step (DMC: physics
+    and rendering) behind the update, which pays off only when a core is otherwise idle: with every core busy the
+    update slows by about as much. The update of step t then samples the replay before transition t is added (it
+    holds up to t - 1): a one-transition lag, so results differ slightly from a run without it. Warm-up steps (no
+    updates) are not overlapped; evaluation stays on the calling thread with its own env. It changes speed and
+    this lag only, so it may differ on --resume."""
     encoder: str = "dmc"
     """Conv architecture for a fresh encoder ("dmc", "atari", "dmlab")."""
     encoder_path: str = ""
@@ -162,6 +175,13 @@ class SACRun:
     """The current policy input (pixels, or a latent in latent mode); None = reset before acting."""
     _out: TransitionBatch | None = field(default=None, repr=False)
 
+    def close(self) -> None:
+        """Close both envs; with ``overlap_env`` this also ends the training env's worker thread."""
+        try:
+            self.env.close()
+        finally:
+            self.eval_env.close()
+
     @property
     def objective(self) -> Objective | None:
         """The UL objective training the conv (decoupled mode), else None."""
@@ -200,9 +220,12 @@ def _make_envs(cfg: SACLoopConfig):
 
     kwargs = {"image_size": cfg.image_size, "action_repeat": cfg.action_repeat or None,
               "frame_stack": cfg.frame_stack or None, "fast_render": cfg.fast_render}
-    env = make_env(cfg.env, seed=cfg.seed, **kwargs)
+    make_train_env = functools.partial(make_env, cfg.env, seed=cfg.seed, **kwargs)
+    # overlap_env: the training env is made, stepped and closed on its own worker thread only.
+    env = ThreadedEnv(make_train_env) if cfg.overlap_env else make_train_env()
     meta = env_meta(env)
     if meta.discrete:
+        env.close()
         raise ValueError(f"SAC needs continuous actions, but {cfg.env} has discrete ones; train it with PPO")
     return env, make_env(cfg.env, seed=cfg.seed + 10_000, **kwargs), meta
 
@@ -335,6 +358,12 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
     returns: list[float] = []
     episode_return, tick, tick_step = 0.0, time.perf_counter(), run.step
 
+    def learn() -> None:
+        if replay.num_transitions >= cfg.batch_size:
+            for k, v in update(run).items():
+                sums[k] += v
+                counts[k] += 1
+
     def report(step: int, metrics: dict[str, float]) -> None:
         history.append((step, metrics))
         if on_metrics is not None:
@@ -360,7 +389,14 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
             episode_return = 0.0
         warm = run.step < cfg.warmup_steps
         action = agent.act(run.obs, "warmup" if warm else "sample", run.act_generator)
-        obs, reward, terminated, truncated, _ = run.env.step(action)
+        if cfg.overlap_env and not warm:
+            # The env steps on its worker thread while this step's update runs here, so the update
+            # samples the replay without transition t (added below): a one-transition lag.
+            pending = run.env.step_async(action)
+            learn()
+            obs, reward, terminated, truncated, _ = pending.result()
+        else:
+            obs, reward, terminated, truncated, _ = run.env.step(action)
         run.obs, frame = _policy_input(run, obs)
         replay.add_step(action, float(reward), frame, bool(terminated), bool(truncated))
         episode_return += float(reward)
@@ -368,10 +404,8 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
             run.obs, run.episodes = None, run.episodes + 1
             returns.append(episode_return)
         run.step += 1
-        if not warm and replay.num_transitions >= cfg.batch_size:
-            for k, v in update(run).items():
-                sums[k] += v
-                counts[k] += 1
+        if not warm and not cfg.overlap_env:
+            learn()
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             now = time.perf_counter()
             metrics = {k: sums[k] / counts[k] for k in sums}

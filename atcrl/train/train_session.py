@@ -249,6 +249,8 @@ class Session:
         self.logger.close()
         for env in self._envs.values():
             env.close()
+        if self.plan.algo == "sac":
+            self.run.close()  # its envs; with --sac.overlap-env also the train env's worker thread
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
