@@ -224,6 +224,10 @@ def bench_envs(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runn
     return {"rows": env_rates(specs, steps=300)}
 
 
+OVERLAP = "fast path + overlap"
+"""Agents variant: the default fast path with the loop's overlap option on (SAC overlap_env, PPO overlap_ul)."""
+
+
 def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
     """SAC per encoder mode and PPO + ATC, through the loops' own API (see atcrl/bench_agents.py)."""
     rows: list[dict[str, Any]] = []
@@ -238,6 +242,14 @@ def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Ru
         if not cfg.quick:  # the quick PPO would need a UL batch small enough for a two-env, one-rollout replay
             rows.append(_guarded(run, "atcrl.bench_agents:ppo_steps_per_s", {"agent": "PPO + ATC", "variant": name},
                                  **common, **ppo))
+    # The loops' overlap options (results change slightly, so off by default): fast path plus overlap.
+    common = {"proc_env": _no_malloc_env(), "fast": dataclasses.asdict(FastPathConfig(threads=threads)), "device": device}
+    for mode in ("decoupled", "frozen"):
+        rows.append(_guarded(run, "atcrl.bench_agents:sac_steps_per_s", {"agent": f"SAC {mode}", "variant": OVERLAP},
+                             mode=mode, overlap_env=True, **common, **sac))
+    if not cfg.quick:
+        rows.append(_guarded(run, "atcrl.bench_agents:ppo_steps_per_s", {"agent": "PPO + ATC", "variant": OVERLAP},
+                             overlap_ul=True, **common, **ppo))
     return {"rows": rows}
 
 

@@ -31,6 +31,9 @@ def derive(report: dict[str, Any]) -> None:
         ref = _find(agents, variant="fp32 eager", agent=row.get("agent"))
         if ref is not None and row.get("steps_per_s") and ref.get("steps_per_s"):
             row["ratio_vs_eager"] = row["steps_per_s"] / ref["steps_per_s"]
+        fast = _find(agents, variant="fast path", agent=row.get("agent"))
+        if row.get("variant") != "fast path" and fast is not None and row.get("steps_per_s") and fast.get("steps_per_s"):
+            row["ratio_vs_fast"] = row["steps_per_s"] / fast["steps_per_s"]
     if "error" not in sections.get("scaling", {"error": None}):
         _derive_scaling(sections["scaling"])
 
@@ -189,9 +192,11 @@ def _md_envs(r: dict[str, Any]) -> list[str]:
 
 def _md_agents(r: dict[str, Any]) -> list[str]:
     rows = [[x["agent"], x["variant"], str(x.get("batch_size", "-")), _f(x.get("steps_per_s"), ".2f"),
-             _f(x.get("ratio_vs_eager"), ".2f", "x"), x.get("error", "")[:120]] for x in r["rows"]]
-    return ["Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench_agents.py).",
-            ""] + _table(["agent", "variant", "batch", "agent steps/s", "vs fp32 eager", "error"], rows)
+             _f(x.get("ratio_vs_eager"), ".2f", "x"), _f(x.get("ratio_vs_fast"), ".2f", "x"), x.get("error", "")[:120]]
+            for x in r["rows"]]
+    return [("Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench_agents.py); "
+             "\"overlap\" rows turn on the loop's overlap option (SAC overlap_env, PPO overlap_ul)."),
+            ""] + _table(["agent", "variant", "batch", "agent steps/s", "vs fp32 eager", "vs fast path", "error"], rows)
 
 
 def _md_scaling(r: dict[str, Any]) -> list[str]:

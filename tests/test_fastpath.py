@@ -195,6 +195,9 @@ def test_quick_bench_writes_json_and_markdown_for_every_section(tmp_path):
     assert set(sections["accuracy"]["variants"]) == {"fp32 eager", "fast path (default)", "bf16 forced"}
     assert sections["replay"]["pixels"]["bytes_per_100k"] > sections["replay"]["latents"]["bytes_per_100k"]
     assert all("error" not in r and r["steps_per_s"] > 0 for r in sections["agents"]["rows"])
+    overlap = [r for r in sections["agents"]["rows"] if r["variant"] == "fast path + overlap"]
+    assert {r["agent"] for r in overlap} == {"SAC decoupled", "SAC frozen"}
+    assert all(r["overlap_env"] and r["ratio_vs_fast"] > 0 for r in overlap)
     markdown = (tmp_path / "bench.md").read_text()
     for name in SECTIONS:
         assert f"## {name}\n" in markdown
