@@ -235,6 +235,21 @@ def test_plain_run_directories_are_grouped_by_env_and_preset(tmp_path):
     assert_pngs(tmp_path / "report", text)
 
 
+def test_a_run_without_evaluation_is_reported_by_its_training_returns(tmp_path):
+    """PPO runs with --eval-episodes 0 (the cpu-small Atari runs) log only training episodes' raw scores."""
+    run = train_dir(tmp_path / "ppo", "atari:Breakout", [0.0], repeat=4, planned=1200)
+    returns = [float(i) for i in range(12)]  # one log per 100 agent steps
+    write_jsonl(run / "metrics.jsonl", [{"step": 100 * (i + 1), "time": 1000.0 + i, "rl/episode_return": r,
+                                         "perf/steps_per_s": 50.0} for i, r in enumerate(returns)])
+    (run / "summary.json").write_text(json.dumps({"steps": 1200, "env_steps": 4800, "wall_time_s": 60.0}))
+    code, text = report(tmp_path, run)
+    assert code == 0
+    # The last point is the mean of the last 10 logged intervals (2..11), at the last logged step.
+    assert re.search(r"\| atari:Breakout \| \S+ \| 1 \| 6\.5 \| 4\.8k \|", text), text
+    assert "training episodes' raw score instead" in text and "no evaluation logged" not in text
+    assert_pngs(tmp_path / "report", text)
+
+
 # --------------------------------------------------------------------------- robustness
 
 
@@ -244,7 +259,7 @@ def test_corrupt_and_missing_files_are_named_and_the_rest_is_reported(tmp_path, 
         f.write('{"step": 1500, "eval/ret\n')  # a torn line
     (root / "runs/atc-0/config.json").write_text("{not json")
     train_dir(tmp_path / "noeval", ENV, [0.0], repeat=8, planned=1000, summary=False)  # replaced: never evaluated
-    write_jsonl(tmp_path / "noeval/metrics.jsonl", [{"step": 100, "rl/episode_return": 3.0}])
+    write_jsonl(tmp_path / "noeval/metrics.jsonl", [{"step": 100, "perf/steps_per_s": 3.0}])
     code, text = report(tmp_path, root, tmp_path / "noeval")
     assert code == 0
     err = capsys.readouterr().err

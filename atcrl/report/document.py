@@ -19,7 +19,7 @@ from pathlib import Path
 from atcrl.report import plots
 from atcrl.report.anchors import SOURCE, anchors_for
 from atcrl.report.load import Experiment, Step
-from atcrl.report.runs import PretrainRun, ProbeRun, Result, TrainRun
+from atcrl.report.runs import TRAIN_WINDOW, PretrainRun, ProbeRun, Result, TrainRun
 from atcrl.report.stats import (
     SPREAD_LABEL,
     Spread,
@@ -80,17 +80,23 @@ def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
     panels = {env: {c.variant: curve for c in cells if c.env == env if (curve := mean_curve(c.runs, doc.spread))}
               for env in envs}
     panels = {env: curves for env, curves in panels.items() if curves}
+    training = [c for c in cells if any(r.curve == "train" for r in c.runs)]
+    what = "training episode return" if training and len(training) == len(cells) else "eval return"
     if panels:
         anchors = {env: list(anchors_for(env).values()) for env in panels}
         path = plots.learning_curves(doc.figure_path(label, "curves"), panels, anchors, SPREAD_LABEL[doc.spread],
-                                     f"{label}: eval return")
+                                     f"{label}: {what}", ylabel=what)
         doc.figure(path, f"{label} learning curves")
     else:
-        doc.add("_No evaluation has been logged by any run of this group yet: no curves._", "")
+        doc.add("_No evaluation or training episode has been logged by any run of this group yet: no curves._", "")
     doc.add(train_table(cells), "")
     doc.add("Final eval return: each seed's last evaluation, then mean ± sample std over seeds. "
             "Agent steps/s overall: agent steps ÷ wall time, warm-up and evaluation included; last logged: the "
             "newest perf/steps_per_s, i.e. the current training speed.", "")
+    if training:
+        doc.add(f"Runs without evaluation ({', '.join(f'{c.env} / {c.variant}' for c in training)}): their curve and "
+                f"\"final eval return\" are the training episodes' raw score instead, each point the mean over the "
+                f"last {TRAIN_WINDOW} logged intervals (what the paper plots for Atari).", "")
     _notes(doc, [(f"{c.env} / {c.variant}", n) for c in cells for n in c.notes])
     for env in envs:
         ranked = sorted((c for c in cells if c.env == env and c.final), key=lambda c: -c.final.mean)

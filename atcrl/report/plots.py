@@ -23,7 +23,7 @@ def _colors(names: list[str]) -> dict[str, tuple]:
 
 
 def learning_curves(path: Path, panels: Mapping[str, Mapping[str, Curve]], anchors: Mapping[str, list[Anchor]],
-                    spread_label: str, title: str) -> Path:
+                    spread_label: str, title: str, ylabel: str = "eval return") -> Path:
     """One panel per env, one line per variant; dashed where fewer seeds than the variant's most reached.
 
     Anchor points are drawn only when our curves reach at least half their budget, so a short run's
@@ -55,7 +55,7 @@ def learning_curves(path: Path, panels: Mapping[str, Mapping[str, Curve]], ancho
                             label=f"{a.method} @ {fmt_steps(a.env_steps)}")
         ax.set_title(env)
         ax.set_xlabel("env steps (agent steps × action repeat)")
-        ax.set_ylabel("eval return")
+        ax.set_ylabel(ylabel)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_steps(x)))
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class EvalPoint:
@@ -42,6 +44,10 @@ class TrainRun:
     """From summary.json when it covers the last step, else the span of the metrics' timestamps."""
     last_rate: float | None = None
     """The newest logged perf/steps_per_s: the current training speed (warm-up steps are much faster)."""
+    curve: str = "eval"
+    """What ``evals`` holds: "eval" (evaluation episodes), or "train" for a run that logged no evaluation
+    (e.g. PPO runs with --eval-episodes 0): the training episodes' raw score, as a trailing mean over
+    TRAIN_WINDOW logged intervals (the curve the paper plots for Atari)."""
 
     @property
     def finished(self) -> bool:
@@ -159,6 +165,9 @@ def read_train_run(path: Path, problems: list[str]) -> TrainRun | None:
         if mean is not None:
             step = int(r["step"])
             evals.append(EvalPoint(step, step * repeat, mean, number(r.get("eval/return_std"))))
+    curve = "eval"
+    if not evals:
+        evals, curve = _training_curve(rows, repeat), "train"
     last_step = int(max((r["step"] for r in rows), default=0))
     summary = None
     if (path / "summary.json").is_file():
@@ -176,7 +185,22 @@ def read_train_run(path: Path, problems: list[str]) -> TrainRun | None:
                     mode=loop.get("mode"), seed=int(seed) if isinstance(seed, int) else None, action_repeat=repeat,
                     planned_steps=int(planned) if isinstance(planned, int) else None, last_step=last_step,
                     evals=tuple(evals), has_summary=isinstance(summary, dict), wall_time_s=wall,
-                    last_rate=rates[-1] if rates else None)
+                    last_rate=rates[-1] if rates else None, curve=curve if evals else "eval")
+
+
+TRAIN_WINDOW = 10
+"""Logged intervals averaged into each point of a training-return curve."""
+
+
+def _training_curve(rows: list[dict[str, Any]], repeat: int) -> list[EvalPoint]:
+    """Training episodes' raw score (rl/episode_return) per logged interval, as a trailing mean over
+    TRAIN_WINDOW intervals; std is over the same window."""
+    logged = [(int(r["step"]), v) for r in rows if (v := number(r.get("rl/episode_return"))) is not None]
+    points = []
+    for i, (step, _) in enumerate(logged):
+        window = np.asarray([v for _, v in logged[max(0, i + 1 - TRAIN_WINDOW):i + 1]])
+        points.append(EvalPoint(step, step * repeat, float(window.mean()), float(window.std())))
+    return points
 
 
 def read_pretrain_run(path: Path, problems: list[str]) -> PretrainRun | None:
