@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_sac import POINT, SMALL, random_policy_return
-from test_train_resume import SAC, final_state
+from test_train_resume import SAC, final_state, strip_loop_field
 
 from atcrl.cli import main as atcrl
 from atcrl.envs import make_env
@@ -267,13 +266,6 @@ def test_a_run_resumes_with_the_option_switched_either_way_and_from_before_the_f
     # A run directory written before the field existed has no "overlap_env" anywhere.
     run = tmp_path / "old"
     assert atcrl(["train", *args, "--stop-after", "100", "--out", str(run)]) == 0
-    info = json.loads((run / "config.json").read_text())
-    for part in (info["loop"], info["train"]["sac"]):
-        del part["overlap_env"]
-    (run / "config.json").write_text(json.dumps(info))
-    for ckpt in (run / "checkpoints").glob("*.pt"):
-        payload = torch.load(ckpt, weights_only=True)
-        del payload["config"]["overlap_env"]
-        torch.save(payload, ckpt)
+    strip_loop_field(run, "overlap_env", algos=("sac",))
     assert atcrl(["train", "--resume", str(run), "--sac.overlap-env", "True"]) == 0
     assert final_state(run)["step"] == 150

@@ -153,19 +153,24 @@ def test_ctrl_c_checkpoints_at_the_next_step_boundary_and_exits_cleanly(tmp_path
     assert f"stopped at step {state['step']} (Ctrl-C)" in err.decode() and b"agent steps" in out
 
 
-def test_a_run_from_before_the_fast_field_resumes_and_fast_settings_may_change_on_resume(tmp_path, capsys):
-    run = tmp_path / "old"
-    assert atcrl(["train", *SAC, "--steps", "150", "--ckpt-every", "50", "--stop-after", "50", "--out", str(run)]) == 0
-    # Strip every trace of the fast path, as in a run directory written before the loops had the field.
+def strip_loop_field(run: Path, name: str, algos: tuple[str, ...] = ("sac", "ppo")) -> None:
+    """Remove a loop field from a run directory's config.json and checkpoints, as in a run written before
+    the field existed."""
     info = json.loads((run / "config.json").read_text())
-    assert info["loop"]["fast"]["channels_last"] is True
-    for part in (info["loop"], info["train"]["sac"], info["train"]["ppo"]):
-        del part["fast"]
+    for part in (info["loop"], *(info["train"][a] for a in algos)):
+        del part[name]
     (run / "config.json").write_text(json.dumps(info))
     for ckpt in (run / "checkpoints").glob("*.pt"):
         payload = torch.load(ckpt, weights_only=True)
-        del payload["config"]["fast"]
+        del payload["config"][name]
         torch.save(payload, ckpt)
+
+
+def test_a_run_from_before_the_fast_field_resumes_and_fast_settings_may_change_on_resume(tmp_path, capsys):
+    run = tmp_path / "old"
+    assert atcrl(["train", *SAC, "--steps", "150", "--ckpt-every", "50", "--stop-after", "50", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["loop"]["fast"]["channels_last"] is True
+    strip_loop_field(run, "fast")  # every trace of the fast path
 
     assert atcrl(["train", "--resume", str(run), "--stop-after", "100"]) == 0
     assert final_state(run)["step"] == 100
