@@ -112,8 +112,9 @@ class PPOLoopConfig:
     the conv after this iteration's UL updates, which acting did not see, so its first ratios are not
     exactly 1. An iteration whose UL replay is still empty (the first of a run, or of a resumption without
     the saved replay) runs serially. No effect without UL; it may change on --resume. It pays only where a
-    core (or the GPU) would otherwise idle: on a 2-core CPU already busy with other jobs (Pong, 16 envs, whose
-    ALE vector env steps on every core; 6 UL updates) it ran at 0.7-1.04x the serial speed."""
+    core (or the GPU) would otherwise idle: PPO+ATC on Pong (16 envs, 6 UL updates per iteration, one torch
+    thread) ran 1.24x faster on an otherwise idle 2-core CPU, and 0.7-1.04x on one already busy with other jobs
+    (docs/performance.md)."""
     log_every: int = 1
     """Iterations between metric reports."""
     seed: int = 0
