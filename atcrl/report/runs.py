@@ -166,8 +166,8 @@ def read_train_run(path: Path, problems: list[str]) -> TrainRun | None:
             step = int(r["step"])
             evals.append(EvalPoint(step, step * repeat, mean, number(r.get("eval/return_std"))))
     curve = "eval"
-    if not evals:
-        evals, curve = _training_curve(rows, repeat), "train"
+    if not evals and (training := _training_curve(rows, repeat)):
+        evals, curve = training, "train"
     last_step = int(max((r["step"] for r in rows), default=0))
     summary = None
     if (path / "summary.json").is_file():
@@ -185,7 +185,7 @@ def read_train_run(path: Path, problems: list[str]) -> TrainRun | None:
                     mode=loop.get("mode"), seed=int(seed) if isinstance(seed, int) else None, action_repeat=repeat,
                     planned_steps=int(planned) if isinstance(planned, int) else None, last_step=last_step,
                     evals=tuple(evals), has_summary=isinstance(summary, dict), wall_time_s=wall,
-                    last_rate=rates[-1] if rates else None, curve=curve if evals else "eval")
+                    last_rate=rates[-1] if rates else None, curve=curve)
 
 
 TRAIN_WINDOW = 10
