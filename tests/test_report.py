@@ -247,6 +247,7 @@ def test_a_run_without_evaluation_is_reported_by_its_training_returns(tmp_path):
     # The last point is the mean of the last 10 logged intervals (2..11), at the last logged step.
     assert re.search(r"\| atari:Breakout \| \S+ \| 1 \| 6\.5 \| 4\.8k \|", text), text
     assert "training episodes' raw score instead" in text and "no evaluation logged" not in text
+    assert "final training score (mean ± std)" in text and "final eval return" not in text
     assert_pngs(tmp_path / "report", text)
 
 

@@ -202,6 +202,17 @@ def test_an_error_in_the_env_or_the_update_ends_train_and_the_worker_still_close
         run.env.step(np.zeros(2))
 
 
+def test_a_run_that_fails_to_build_closes_both_envs_and_ends_the_worker_at_once(monkeypatch):
+    calls = record_calls(monkeypatch, TinyPoint, "__init__", "close")
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(ValueError, match="needs a pretrained encoder"):  # fails after the envs are made
+        build_run(dataclasses.replace(TINY, overlap_env=True, mode=EncoderMode.frozen))
+    made = [env for name, env, _ in calls if name == "__init__"]
+    closed = [env for name, env, _ in calls if name == "close"]
+    assert len(made) == 2 and sorted(closed) == sorted(made)
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+
+
 # --- learning and a real simulator ---------------------------------------------------------------------------
 
 

@@ -81,7 +81,9 @@ def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
               for env in envs}
     panels = {env: curves for env, curves in panels.items() if curves}
     training = [c for c in cells if any(r.curve == "train" for r in c.runs)]
-    what = "training episode return" if training and len(training) == len(cells) else "eval return"
+    all_training = bool(training) and len(training) == len(cells)
+    what = "training episode return" if all_training else "eval return"
+    final = "final training score" if all_training else "final return" if training else "final eval return"
     if panels:
         anchors = {env: list(anchors_for(env).values()) for env in panels}
         path = plots.learning_curves(doc.figure_path(label, "curves"), panels, anchors, SPREAD_LABEL[doc.spread],
@@ -89,13 +91,14 @@ def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
         doc.figure(path, f"{label} learning curves")
     else:
         doc.add("_No evaluation or training episode has been logged by any run of this group yet: no curves._", "")
-    doc.add(train_table(cells), "")
-    doc.add("Final eval return: each seed's last evaluation, then mean ± sample std over seeds. "
+    doc.add(train_table(cells, final), "")
+    per_seed = "each seed's last training score (below)" if all_training else "each seed's last evaluation"
+    doc.add(f"{final.capitalize()}: {per_seed}, then mean ± sample std over seeds. "
             "Agent steps/s overall: agent steps ÷ wall time, warm-up and evaluation included; last logged: the "
             "newest perf/steps_per_s, i.e. the current training speed.", "")
     if training:
         doc.add(f"Runs without evaluation ({', '.join(f'{c.env} / {c.variant}' for c in training)}): their curve and "
-                f"\"final eval return\" are the training episodes' raw score instead, each point the mean over the "
+                f"\"{final}\" are the training episodes' raw score instead, each point the mean over the "
                 f"last {TRAIN_WINDOW} logged intervals (what the paper plots for Atari).", "")
     _notes(doc, [(f"{c.env} / {c.variant}", n) for c in cells for n in c.notes])
     for env in envs:

@@ -27,10 +27,11 @@ def _hours(s: float | None) -> str:
     return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"
 
 
-def train_table(cells: Sequence[TrainCell]) -> str:
-    """env × variant: final eval return over seeds, the env steps it was reached at, anchors, speed."""
+def train_table(cells: Sequence[TrainCell], final: str = "final eval return") -> str:
+    """env × variant: final return over seeds (``final`` names it), the env steps it was reached at, anchors,
+    speed."""
     with_anchors = any(anchors_for(c.env) for c in cells)
-    headers = ["env", "variant", "seeds", "final eval return (mean ± std)", "at env steps (ours)"]
+    headers = ["env", "variant", "seeds", f"{final} (mean ± std)", "at env steps (ours)"]
     if with_anchors:
         headers += [f"{m} {fmt_steps(n)}" for m, n in COLUMNS]
     headers += ["agent steps/s overall", "steps/s last logged", "wall time / seed"]

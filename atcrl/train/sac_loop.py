@@ -178,10 +178,7 @@ class SACRun:
 
     def close(self) -> None:
         """Close both envs; with ``overlap_env`` this also ends the training env's worker thread."""
-        try:
-            self.env.close()
-        finally:
-            self.eval_env.close()
+        _close_envs(self.env, self.eval_env)
 
     @property
     def objective(self) -> Objective | None:
@@ -224,11 +221,14 @@ def _make_envs(cfg: SACLoopConfig):
     make_train_env = functools.partial(make_env, cfg.env, seed=cfg.seed, **kwargs)
     # overlap_env: the training env is made, stepped and closed on its own worker thread only.
     env = ThreadedEnv(make_train_env) if cfg.overlap_env else make_train_env()
-    meta = env_meta(env)
-    if meta.discrete:
+    try:
+        meta = env_meta(env)
+        if meta.discrete:
+            raise ValueError(f"SAC needs continuous actions, but {cfg.env} has discrete ones; train it with PPO")
+        return env, make_env(cfg.env, seed=cfg.seed + 10_000, **kwargs), meta
+    except BaseException:
         env.close()
-        raise ValueError(f"SAC needs continuous actions, but {cfg.env} has discrete ones; train it with PPO")
-    return env, make_env(cfg.env, seed=cfg.seed + 10_000, **kwargs), meta
+        raise
 
 
 def build_run(
@@ -242,8 +242,25 @@ def build_run(
     """
     process = configure_process(cfg.fast)  # threads and allocator, before anything large is allocated
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
     env, eval_env, meta = _make_envs(cfg)
+    try:
+        return _build_around(cfg, env, eval_env, meta, process, encoder, objective_factory)
+    except BaseException:  # a bad encoder, say: the envs (and an overlap_env worker thread) end now, not at GC
+        _close_envs(env, eval_env)
+        raise
+
+
+def _close_envs(env: Any, eval_env: Any) -> None:
+    try:
+        env.close()
+    finally:
+        eval_env.close()
+
+
+def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, process: dict[str, Any],
+                  encoder: ConvEncoder | None, objective_factory: Callable[[ConvEncoder], Objective] | None) -> SACRun:
+    """build_run once the envs exist."""
+    device = resolve_device(cfg.device)
     obs_shape = tuple(env.observation_space.shape)
     if encoder is None and cfg.encoder_path:
         from atcrl.encoder_io import load_encoder
