@@ -413,20 +413,28 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
     t0 = time.perf_counter()
     finished = collect(run, rollout if rl_on else None)
     t1 = time.perf_counter()
-    metrics: dict[str, float] = {}
-    if rl_on:
-        metrics.update(run.agent.update(rollout, progress=itr / cfg.iterations,
-                                        generator=_seeded(cfg.seed, itr, 1)))
+    metrics = _rl_update(run, rollout) if rl_on else {}
     t2 = time.perf_counter()
     if n_ul:
         metrics.update(run.ul.update(np.random.default_rng([cfg.seed, itr, 2]), n_ul))
     t3 = time.perf_counter()
+    return _end_iteration(run, metrics, n_ul, t3 - t0, collect_s=t1 - t0, rl_s=t2 - t1, ul_s=t3 - t2), finished
+
+
+def _rl_update(run: PPORun, rollout: Rollout) -> dict[str, float]:
+    """The PPO update of this iteration's rollout; its metrics."""
+    itr = run.iteration
+    return run.agent.update(rollout, progress=itr / run.cfg.iterations, generator=_seeded(run.cfg.seed, itr, 1))
+
+
+def _end_iteration(run: PPORun, metrics: dict[str, float], n_ul: int, seconds: float,
+                   **perf: float) -> dict[str, float]:
+    """Count the iteration done; its metrics with the UL update count, steps/s and ``perf/<name>`` timings."""
     run.iteration += 1
-    metrics.update({
-        "ul/updates_this_iteration": float(n_ul), "perf/steps_per_s": cfg.batch_steps / max(t3 - t0, 1e-9),
-        "perf/collect_s": t1 - t0, "perf/rl_s": t2 - t1, "perf/ul_s": t3 - t2,
-    })
-    return metrics, finished
+    metrics.update({"ul/updates_this_iteration": float(n_ul),
+                    "perf/steps_per_s": run.cfg.batch_steps / max(seconds, 1e-9)})
+    metrics.update({f"perf/{name}": value for name, value in perf.items()})
+    return metrics
 
 
 def _timed_ul_updates(ul: OnlineUL, rng: np.random.Generator, n: int) -> tuple[dict[str, float], float]:
@@ -466,19 +474,11 @@ def _iterate_overlapped(run: PPORun, rollout: Rollout, rl_on: bool, n_ul: int
             held.apply_to(replay)
         t3 = time.perf_counter()
     ul_metrics, ul_s = future.result()  # raises the worker's error, e.g. FloatingPointError for a NaN loss
-    metrics: dict[str, float] = {}
-    if rl_on:
-        metrics.update(agent.update(rollout, progress=itr / cfg.iterations,
-                                    generator=_seeded(cfg.seed, itr, 1)))
+    metrics = _rl_update(run, rollout) if rl_on else {}
     t4 = time.perf_counter()
     metrics.update(ul_metrics)
-    run.iteration += 1
-    metrics.update({
-        "ul/updates_this_iteration": float(n_ul), "perf/steps_per_s": cfg.batch_steps / max(t4 - t0, 1e-9),
-        "perf/collect_s": (t1 - t0) + (t3 - t2), "perf/rl_s": t4 - t3, "perf/ul_s": ul_s,
-        "perf/ul_wait_s": t2 - t1,
-    })
-    return metrics, finished
+    return _end_iteration(run, metrics, n_ul, t4 - t0, collect_s=(t1 - t0) + (t3 - t2), rl_s=t4 - t3, ul_s=ul_s,
+                          ul_wait_s=t2 - t1), finished
 
 
 def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
