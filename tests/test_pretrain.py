@@ -169,6 +169,32 @@ def test_crash_then_resume_equals_uninterrupted(reference_run, point_data, tmp_p
     assert steps == ref_steps  # the records logged after the checkpoint were dropped, not duplicated
 
 
+def test_ctrl_c_checkpoints_after_the_current_update_and_resume_equals_uninterrupted(
+        reference_run, point_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_apply = pretrain.apply_ul_loss
+    calls = {"n": 0}
+
+    def ctrl_c_during_update_13(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:  # between the checkpoints at 10 and 20
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "apply_ul_loss", ctrl_c_during_update_13)
+    previous = signal.getsignal(signal.SIGINT)
+    assert run_pretrain(small(point_data, out)) == 130
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is gone again
+    assert "stopped at update 13 of 20 (Ctrl-C)" in capsys.readouterr().err
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")][-1] == 13  # the update it was in finished
+    assert not (out / "encoder.safetensors").exists()
+    monkeypatch.setattr(pretrain, "apply_ul_loss", real_apply)
+    assert run_pretrain(small(point_data, out, resume=True)) == 0
+    assert_same_state(encoder_weights(out), encoder_weights(reference_run))
+    assert_same_state(final_state(out)["objective"], final_state(reference_run)["objective"])
+    assert_same_state(final_state(out)["optimizer"], final_state(reference_run)["optimizer"])
+
+
 def test_kill_9_mid_run_then_resume(reference_run, point_data, tmp_path):
     out = tmp_path / "run"
     cfg = small(point_data, out, ckpt_every=5, keep_checkpoints=10)

@@ -57,6 +57,7 @@ from atcrl.presets import pretrain_preset
 from atcrl.progress import Progress
 from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, resolve_device, wrap_for_ddp
+from atcrl.train.interrupt import StopOnCtrlC
 from atcrl.ul.base import Objective, SamplingNeed
 from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, trainable_parameters
 from atcrl.ul.registry import default_config, make_objective
@@ -346,27 +347,37 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     val_metrics: dict[str, float] = {}
     # Objectives that carry their own clip (CPC: 1000) override the optimizer setting.
     grad_clip = getattr(settings.objective, "grad_clip", settings.optim.grad_clip)
+    # Under DDP each rank would see Ctrl-C at a different update and wait for the others: there it aborts.
+    ctrl_c = StopOnCtrlC("stopping with a checkpoint after this update", enabled=dist.world_size == 1)
+    interrupted = False
     try:
-        for update in range(start, stop):
-            t0 = time.perf_counter()
-            batch = sample(data.train, need, local_batch, update_rng(cfg.seed, dist.rank, update)).to(device)
-            t1 = time.perf_counter()
-            with autocast(device, cfg.fast):
-                loss, metrics = forward(batch)
-            metrics = {**metrics, **apply_ul_loss(objective, optimizer, scheduler, loss, grad_clip)}
-            window.add(metrics, sample_s=t1 - t0, total_s=time.perf_counter() - t0)
-            done = update + 1
-            if done % cfg.log_every == 0 or done == stop:
-                logger.log(done, average_metrics(window.flush(), dist, device))
-            if data.val is not None and dist.is_main and (done % cfg.eval_every == 0 or done == total):
-                val_metrics = validate(objective, data.val, need, local_batch, cfg, device)
-                logger.log(done, val_metrics)
-            if done % cfg.ckpt_every == 0 or done == stop:
-                _checkpoint(out, done, objective, optimizer, scheduler, cfg, dist)
-            bar.update(1, metrics)
+        with ctrl_c:
+            for update in range(start, stop):
+                t0 = time.perf_counter()
+                batch = sample(data.train, need, local_batch, update_rng(cfg.seed, dist.rank, update)).to(device)
+                t1 = time.perf_counter()
+                with autocast(device, cfg.fast):
+                    loss, metrics = forward(batch)
+                metrics = {**metrics, **apply_ul_loss(objective, optimizer, scheduler, loss, grad_clip)}
+                window.add(metrics, sample_s=t1 - t0, total_s=time.perf_counter() - t0)
+                done = update + 1
+                if done % cfg.log_every == 0 or done == stop:
+                    logger.log(done, average_metrics(window.flush(), dist, device))
+                if data.val is not None and dist.is_main and (done % cfg.eval_every == 0 or done == total):
+                    val_metrics = validate(objective, data.val, need, local_batch, cfg, device)
+                    logger.log(done, val_metrics)
+                interrupted = ctrl_c.requested and done < stop
+                if done % cfg.ckpt_every == 0 or done == stop or interrupted:
+                    _checkpoint(out, done, objective, optimizer, scheduler, cfg, dist)
+                bar.update(1, metrics)
+                if interrupted:
+                    break
     finally:
         bar.close()
         logger.close()
+    if interrupted:
+        print(f"stopped at update {done} of {total} (Ctrl-C); continue with --resume --out {out}", file=sys.stderr)
+        return 130
     if stop < total:
         if dist.is_main:
             print(f"stopped after {stop} of {total} updates; continue with --resume --out {out}", file=sys.stderr)

@@ -13,9 +13,7 @@ checkpoint on disk is always from before the divergence.
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.progress import Progress
 from atcrl.train import rl_checkpoint as ckpts
 from atcrl.train.evaluate import actor, play, write_video
+from atcrl.train.interrupt import StopOnCtrlC
 from atcrl.train.rl_checkpoint import RunInfo
 from atcrl.train.train_cli import Plan, TrainConfig
 
@@ -138,8 +137,8 @@ class Session:
         self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
                             unit="step")
         self._envs: dict[str, EpisodeCap] = {}
-        self.interrupted = False
-        """Set by the first Ctrl-C: checkpoint at the next step boundary and stop."""
+        self.ctrl_c = StopOnCtrlC("stopping with a checkpoint at the next step boundary")
+        """Its ``requested`` is set by the first Ctrl-C: checkpoint at the next step boundary and stop."""
         memory = replay_bytes(run)
         if memory is not None:
             self.logger.log(run.step, {"perf/replay_bytes": float(memory)})
@@ -173,7 +172,7 @@ class Session:
         if step - self.last_ckpt >= self.cfg.ckpt_every or step >= self.total:
             self.checkpoint()
         stop_here = self.cfg.stop_after is not None and self.cfg.stop_after <= step
-        if (stop_here or self.interrupted) and step < self.total:
+        if (stop_here or self.ctrl_c.requested) and step < self.total:
             if self.last_ckpt != step:
                 self.checkpoint()
             raise StopRequested(step)
@@ -236,13 +235,6 @@ class Session:
     @property
     def wall_time(self) -> float:
         return self.wall_before + time.monotonic() - self.start
-
-    def on_sigint(self, signum: int, frame: Any) -> None:
-        """First Ctrl-C: finish the current step, checkpoint, stop. A second one aborts at once."""
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nCtrl-C: stopping with a checkpoint at the next step boundary (Ctrl-C again to abort without one)",
-              file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -325,19 +317,18 @@ def start_session(cfg: TrainConfig, plan: Plan, run_dir: Path) -> Session:
 def train_session(session: Session) -> int:
     """Train to the end (or --stop-after), then write and print the summary; returns the exit code."""
     run, run_dir = session.run, session.run_dir
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, session.on_sigint) if main_thread else None
     try:
-        if session.plan.algo == "sac":
-            from atcrl.train.sac_loop import train
+        with session.ctrl_c:
+            if session.plan.algo == "sac":
+                from atcrl.train.sac_loop import train
 
-            train(run, on_metrics=session.on_metrics, on_checkpoint=session.after_sac_evaluation)
-        else:
-            from atcrl.train.ppo_loop import train
+                train(run, on_metrics=session.on_metrics, on_checkpoint=session.after_sac_evaluation)
+            else:
+                from atcrl.train.ppo_loop import train
 
-            train(run, on_metrics=session.on_metrics, on_iteration=session.after_ppo_iteration)
+                train(run, on_metrics=session.on_metrics, on_iteration=session.after_ppo_iteration)
     except StopRequested:
-        why = "Ctrl-C" if session.interrupted else "--stop-after"
+        why = "Ctrl-C" if session.ctrl_c.requested else "--stop-after"
         print(f"stopped at step {run.step} ({why}); continue with `atcrl train --resume {run_dir}`", file=sys.stderr)
     except FloatingPointError as e:
         last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
@@ -351,8 +342,6 @@ def train_session(session: Session) -> int:
               file=sys.stderr)
         return 130
     finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
         session.close()
     summary = session.summary()
     atomic_write(run_dir / "summary.json", lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
