@@ -100,6 +100,23 @@ def test_full_scale_uses_the_paper_run_lengths():
     assert "pixel-control" not in {s.variant for s in pre if s.group == "pretrain"}  # DMC: continuous actions
 
 
+def test_multitask_cpu_small_leaves_one_domain_out_of_a_second_encoder_and_trains_it_there():
+    exp = plans.build("multitask", "cpu-small", 1)
+    steps = {s.id: s for s in exp.steps}
+    data = lambda s: s.command[s.command.index("--data") + 1:s.command.index("--objective")]
+    assert data(steps["pretrain-multi-task-s0"]) == ("demos-ball_in_cup-catch", "demos-cartpole-swingup",
+                                                      "demos-cheetah-run", "demos-walker-walk")
+    left_out = steps["pretrain-multi-task-without-cartpole-swingup-s0"]
+    assert data(left_out) == ("demos-ball_in_cup-catch", "demos-cheetah-run", "demos-walker-walk")
+    run = steps["frozen-multi-task-without-cartpole-swingup-cartpole-swingup-s0"]
+    assert (run.group, run.env, run.depends) == ("frozen-unseen", "dmc:cartpole-swingup", (left_out.id,))
+    assert flag(run.command, "--encoder") == left_out.id
+    seen = {s.variant for s in exp.steps if s.group == "frozen-seen"}
+    assert seen == {"end-to-end", "multi-task", "single-task", "random"}
+    # The same RL size as every other cpu-small run, so the curves line up.
+    assert all(flag(s.command, "--steps") == "4000" for s in exp.steps if s.kind == "train")
+
+
 def test_cost_schedule_bounds():
     exp = plans.build("ul-benchmark", "cpu-small")
     total = cost.total_seconds(exp.steps)
