@@ -62,18 +62,22 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
     # The references need nothing: early in the plan, they run alongside the expert.
     steps += [commands.train_sac(f"end-to-end-{task}-s{seed}", group="frozen-rl", variant="end-to-end", seed=seed,
                                  env=env, preset="dmc-rad", run=rl) for seed in seeds]
+    # Every encoder and its probe before any frozen RL run: an experiment stopped part-way (or one that has
+    # run only the first hour) has the whole probe table, and the longer RL runs fill in after.
+    pretrain, probe, frozen = [], [], []
     for seed in seeds:
         for objective in OBJECTIVES[scale]:
             pre = f"pretrain-{objective}-s{seed}"
-            steps.append(commands.pretrain(pre, group="pretrain", variant=objective, seed=seed, env=env,
-                                           data=(source.data,), objective=objective, size=size,
-                                           depends=source.data_deps))
-            steps.append(commands.probe(f"probe-{objective}-s{seed}", group="probe", variant=objective, seed=seed,
+            pretrain.append(commands.pretrain(pre, group="pretrain", variant=objective, seed=seed, env=env,
+                                              data=(source.data,), objective=objective, size=size,
+                                              depends=source.data_deps))
+            probe.append(commands.probe(f"probe-{objective}-s{seed}", group="probe", variant=objective, seed=seed,
                                         env=env, encoder=pre, data=(source.probe_data,), frames=source.probe_frames,
                                         depends=(pre, *source.probe_deps)))
-            steps.append(commands.train_sac(f"frozen-{objective}-{task}-s{seed}", group="frozen-rl",
-                                            variant=objective, seed=seed, env=env, preset="dmc-frozen", run=rl,
-                                            encoder=pre, depends=(pre,)))
+            frozen.append(commands.train_sac(f"frozen-{objective}-{task}-s{seed}", group="frozen-rl",
+                                             variant=objective, seed=seed, env=env, preset="dmc-frozen", run=rl,
+                                             encoder=pre, depends=(pre,)))
+    steps += pretrain + probe + frozen
     if scale == "full":
         steps += atari_steps(seeds, scales.PRETRAIN["full"])
     notes = NOTES[scale] + (f" Reused: {source.notes}." if source.notes else "")
