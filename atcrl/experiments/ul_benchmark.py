@@ -19,7 +19,8 @@ QUESTION = ("Encoders pretrained on expert demonstrations and then frozen: ATC b
             "(AC, ATS, CPC, ST-DIM, VAE, pixel control, inverse model, random) for RL, and RL on a frozen ATC "
             "encoder is competitive with end-to-end RL.")
 
-DMC_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "inverse", "random")
+DMC_OBJECTIVES = ("atc", "random", "ac", "ats", "cpc", "stdim", "vae", "inverse")
+"""In plan order: the flagship and the random baseline first, so a part-way run compares those two."""
 ATARI_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "pixel-control", "inverse", "random")
 OBJECTIVES: dict[Scale, tuple[str, ...]] = {"full": DMC_OBJECTIVES, "cpu-small": DMC_OBJECTIVES,
                                             "tiny": ("atc",)}
