@@ -111,7 +111,10 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
         single = (datasets[b.domains.index(b.seen[0])],)
         sources = {"multi-task": tuple(datasets), "single-task": single, "random": single}
         envs = {"multi-task": b.domains[0], "single-task": b.seen[0], "random": b.seen[0]}
+        runs = [(env, variant, "frozen-seen" if env in b.seen else "frozen-unseen")
+                for env in (*b.seen, *b.unseen) for variant in encoders]
         if leave:
+            runs.append((leave, left_out, "frozen-unseen"))
             others = [env for env in b.domains if env != leave]
             encoders[left_out] = f"pretrain-{left_out}-s{seed}"
             sources[left_out] = tuple(datasets[b.domains.index(env)] for env in others)
@@ -120,12 +123,8 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
             steps.append(commands.pretrain(pre, group="pretrain", variant=variant, seed=seed, env=envs[variant],
                                            data=sources[variant], objective="random" if variant == "random" else "atc",
                                            size=b.pretrain, depends=sources[variant]))
-        runs = [(env, variant) for env in (*b.seen, *b.unseen) for variant in ("multi-task", "single-task", "random")]
-        if leave:
-            runs.append((leave, left_out))
-        for env, variant in runs:
+        for env, variant, group in runs:
             task = commands.task_of(env)
-            group = "frozen-seen" if env in b.seen and variant != left_out else "frozen-unseen"
             steps.append(commands.train_sac(f"frozen-{variant}-{task}-s{seed}", group=group, variant=variant,
                                             seed=seed, env=env, preset="dmc-frozen", run=b.rl, encoder=encoders[variant],
                                             depends=(encoders[variant],)))
