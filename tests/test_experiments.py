@@ -5,6 +5,7 @@ and records a failing step while skipping its dependants and running independent
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -167,11 +168,15 @@ def test_record_merge_grows_seeds_but_refuses_other_plans():
         record.merge(grown, one, ["atcrl"])
 
 
-def test_steps_run_single_threaded_unless_told(monkeypatch):
+def test_steps_share_the_cores_unless_told(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert thread_env()["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert thread_env(1)["OMP_NUM_THREADS"] == thread_env(1)["MKL_NUM_THREADS"] == "4"
+    assert thread_env(2)["OMP_NUM_THREADS"] == "2"
+    assert thread_env(3)["OMP_NUM_THREADS"] == "1"
+    assert thread_env(8)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert thread_env()["OMP_NUM_THREADS"] == "2"
+    assert thread_env(1)["OMP_NUM_THREADS"] == "2"
 
 
 def _load(out: Path) -> dict:

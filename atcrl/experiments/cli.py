@@ -41,8 +41,8 @@ class ExperimentConfig:
     """Experiment directory (experiment.json, one output and one .log per step); None =
     runs/experiments/<name>-<scale>. Running the same command again resumes it."""
     jobs: int = 1
-    """Steps run at once (dependencies respected). Each step runs with OMP_NUM_THREADS=1 unless
-    OMP_NUM_THREADS is set in the environment, so --jobs 2 uses two cores."""
+    """Steps run at once (dependencies respected). Each step may use usable cores // jobs threads
+    (OMP_NUM_THREADS, unless set in the environment) and takes those of them that are idle when it starts."""
     dry_run: bool = False
     """Print the plan (every command, in order, with estimated times) and run nothing."""
     list_experiments: Annotated[bool, tyro.conf.arg(name="list")] = False
