@@ -13,12 +13,15 @@ one per configuration; ``--quick`` runs everything in this process instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 
 from atcrl import fastpath
+from atcrl.bench_agents import run_average_ul_updates
 from atcrl.bench_compute import ENCODER_INPUTS, ablation, encoder_flops_per_image, matmul_gflops
 from atcrl.bench_plots import plot_report, replot
 from atcrl.bench_report import derive, write_markdown
@@ -161,14 +165,40 @@ def bench_encoder(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _R
 
 
 def bench_threads(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
+    """DMC encoder training at 1 thread and at every core, on idle cores and beside a process spinning on one.
+
+    Full runs add every-core rows with OMP_WAIT_POLICY=PASSIVE (read at process start, so only a fresh
+    process can have it): threads that sleep instead of spinning while they wait for each other.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    auto_now = fastpath.resolve_threads(0)
+    variants = [(n, None) for n in sorted({1, cores})] + ([(cores, "PASSIVE")] if cores > 1 and run.isolated else [])
     rows = []
-    for n in sorted({1, cores}):
-        result = run("atcrl.bench_compute:encoder_training", proc_env=_no_malloc_env(), arch="dmc",
-                     batch_sizes=list(s.batch_sizes), fast=dataclasses.asdict(FastPathConfig(threads=n)),
-                     device=device, reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
-        rows += [{"threads": n, "arch": "dmc", "batch": int(b), **t} for b, t in result["results"].items()]
-    return {"cores": cores, "auto_threads_now": fastpath.resolve_threads(0), "rows": rows}
+    for spinners in sorted({0, min(1, cores - 1)}):
+        with spinning(spinners):
+            for n, policy in variants:
+                result = run("atcrl.bench_compute:encoder_training",
+                             proc_env={**_no_malloc_env(), "OMP_WAIT_POLICY": policy}, arch="dmc",
+                             batch_sizes=list(s.batch_sizes), fast=dataclasses.asdict(FastPathConfig(threads=n)),
+                             device=device, reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
+                rows += [{"threads": n, "wait_policy": policy or "default", "spinning_processes": spinners,
+                          "arch": "dmc", "batch": int(b), **t} for b, t in result["results"].items()]
+    return {"cores": cores, "auto_threads_now": auto_now, "rows": rows}
+
+
+@contextlib.contextmanager
+def spinning(processes: int) -> Iterator[None]:
+    """``processes`` busy-looping Python processes for the duration: other jobs holding cores, on purpose."""
+    procs = [subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
+             for _ in range(processes)]
+    try:
+        for proc in procs:
+            proc.stdout.readline()  # type: ignore[union-attr]  # running
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def bench_allocator(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
@@ -239,14 +269,18 @@ def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Ru
                 ("fast path", fast_path, False, all_modes), (OVERLAP, fast_path, True, ("decoupled", "frozen")))
     sac = {"env": "tiny:point", "batch_size": 8, "updates": 2} if cfg.quick else {"updates": 20}
     ppo = {"env": "tiny:catch", "num_envs": 2, "iterations": 1} if cfg.quick else {}
+    # The UL schedule's first iteration (6 updates) and its average over a paper-length run.
+    average = run_average_ul_updates()
+    ppo_schedules = (("PPO + ATC", None), (f"PPO + ATC, run-average {average} UL updates/iteration", average))
     for name, fast, overlap, modes in variants:
         common = {"proc_env": _no_malloc_env(), "fast": dataclasses.asdict(fast), "device": device}
         for mode in modes:
             rows.append(_guarded(run, "atcrl.bench_agents:sac_steps_per_s", {"agent": f"SAC {mode}", "variant": name},
                                  mode=mode, overlap_env=overlap, **common, **sac))
         if not cfg.quick:  # the quick PPO would need a UL batch small enough for a two-env, one-rollout replay
-            rows.append(_guarded(run, "atcrl.bench_agents:ppo_steps_per_s", {"agent": "PPO + ATC", "variant": name},
-                                 overlap_ul=overlap, **common, **ppo))
+            for agent, ul_updates in ppo_schedules:
+                rows.append(_guarded(run, "atcrl.bench_agents:ppo_steps_per_s", {"agent": agent, "variant": name},
+                                     overlap_ul=overlap, ul_updates=ul_updates, **common, **ppo))
     return {"rows": rows}
 
 

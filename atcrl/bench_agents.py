@@ -68,10 +68,20 @@ def _obs_shape(spec: str, image_size: int) -> tuple[int, ...]:
         env.close()
 
 
+def run_average_ul_updates(env: str = "atari:Pong") -> int:
+    """UL updates per iteration averaged over a default (paper-length) PPO + ATC run, rounded: its schedule
+    decays from ``ul_updates`` (6) towards 0, so the average iteration does ~2 of them."""
+    from atcrl.train.ppo_loop import PPOLoopConfig
+
+    cfg = PPOLoopConfig(env=env)
+    return round(sum(cfg.ul_updates_at(i) for i in range(cfg.iterations)) / cfg.iterations)
+
+
 def ppo_steps_per_s(fast: dict[str, Any], iterations: int = 2, env: str = "atari:Pong", num_envs: int = 16,
-                    device: str = "cpu", overlap_ul: bool = False) -> dict[str, Any]:
+                    device: str = "cpu", overlap_ul: bool = False, ul_updates: int | None = None) -> dict[str, Any]:
     """Agent steps/s of PPO + ATC (decoupled, the paper's "ATC only") with RL and UL on from the start.
 
+    ``ul_updates`` per iteration: None = the schedule's first (heaviest) iteration, the config's default 6.
     One untimed iteration first (it also fills the UL replay, so with ``overlap_ul`` every timed
     iteration overlaps); then the median of ``iterations`` iterations (collect + PPO + UL updates).
     """
@@ -79,8 +89,9 @@ def ppo_steps_per_s(fast: dict[str, Any], iterations: int = 2, env: str = "atari
     from atcrl.train.ppo_loop import PPOLoopConfig, build_run, iterate
 
     cfg_fast = FastPathConfig(**fast)
+    schedule = {} if ul_updates is None else {"ul_updates": ul_updates}
     cfg = PPOLoopConfig(env=env, num_envs=num_envs, ul_start_steps=0, rl_start_steps=0, device=device, fast=cfg_fast,
-                        overlap_ul=overlap_ul)
+                        overlap_ul=overlap_ul, **schedule)
     run = build_run(cfg)
     shape, dtype = run.agent.policy_input_spec()
     rollout = Rollout.empty(cfg.horizon, cfg.num_envs, shape, dtype, torch.device(device))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +54,25 @@ def ablation(threads: int, with_compile: bool = True) -> list[Variant]:
 # --------------------------------------------------------------------------- roofline
 
 
+MATMUL_MAX_CALL_S = 1.0
+"""The roofline's matrices grow from 256² by doubling, up to the n asked for, while the next product would take
+at most this long (8x the last): a dtype the hardware only emulates (bf16 on AVX2) took 110 s per 2048² product."""
+
+
 def matmul_gflops(dtype: str, n: int = 2048, reps: int = 10, device: str = "cpu") -> dict[str, float]:
-    """Square n x n matmul rate in GFLOP/s (2 n^3 per product) for "fp32" or "bf16"."""
+    """Square matmul rate in GFLOP/s (2 n^3 per product) for "fp32" or "bf16", at most n x n (MATMUL_MAX_CALL_S)."""
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     g = torch.Generator(device).manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g, device=device).to(torch_dtype) for _ in range(2))
-    out = torch.empty(n, n, dtype=torch_dtype, device=device)
+    size = min(n, 256)
+    while True:
+        a, b = (torch.randn(size, size, generator=g, device=device).to(torch_dtype) for _ in range(2))
+        out = torch.empty(size, size, dtype=torch_dtype, device=device)
+        start = time.perf_counter()
+        _synced(torch.mm, a, b, out=out)
+        if 2 * size > n or 8 * (time.perf_counter() - start) > MATMUL_MAX_CALL_S:
+            break
+        size *= 2
+    n = size
     t = measure(lambda: _synced(torch.mm, a, b, out=out), items=2 * n**3 / 1e9, warmup=2, reps=reps)
     return {"gflops": t["per_s"], "gflops_median": t["per_s_median"], "n": n, "load_average": t["load_average"]}
 

@@ -137,10 +137,18 @@ def _md_encoder(r: dict[str, Any]) -> list[str]:
 
 
 def _md_threads(r: dict[str, Any]) -> list[str]:
-    rows = [[str(x["threads"]), str(x["batch"]), _f(x["per_s"]), _f(x["per_s_median"]), _f(x["load_average"], ".1f")]
-            for x in r["rows"]]
-    return [f"{r['cores']} usable cores; auto would pick {r['auto_threads_now']} thread(s) right now.", ""] + _table(
-        ["threads", "batch (dmc)", "images/s best", "images/s median", "load average"], rows)
+    rows = []
+    for x in r["rows"]:
+        base = _find(r["rows"], threads=1, wait_policy="default", spinning_processes=x.get("spinning_processes", 0),
+                     batch=x["batch"])
+        rows.append([str(x["threads"]), x.get("wait_policy", "default"), str(x.get("spinning_processes", 0)),
+                     str(x["batch"]), _f(x["per_s"]), _f(x["per_s_median"]),
+                     _f(x["per_s"] / base["per_s"] if base else None, ".2f", "x"), _f(x["load_average"], ".1f")])
+    intro = (f"{r['cores']} usable cores; auto would pick {r['auto_threads_now']} thread(s) right now. "
+             "Spinning processes: busy loops started by the bench, other jobs on purpose.")
+    return [intro, ""] + _table(
+        ["threads", "OMP_WAIT_POLICY", "spinning processes", "batch (dmc)", "images/s best", "images/s median",
+         "vs 1 thread", "load average"], rows)
 
 
 def _md_allocator(r: dict[str, Any]) -> list[str]:

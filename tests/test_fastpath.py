@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atcrl import fastpath
-from atcrl.bench import SECTIONS, BenchConfig, run_bench
-from atcrl.bench_compute import training_flops
+from atcrl import bench_compute, fastpath
+from atcrl.bench import SECTIONS, BenchConfig, run_bench, spinning
+from atcrl.bench_agents import run_average_ul_updates
+from atcrl.bench_compute import matmul_gflops, training_flops
 from atcrl.data.batches import PairBatch
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
@@ -128,13 +129,8 @@ def test_atc_under_bf16_scores_in_fp32_and_trains():
 
 
 def test_busy_cores_sees_a_spinning_process():
-    spinner = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
-    try:
-        spinner.stdout.readline()  # it runs
+    with spinning(1):
         busy = fastpath.busy_cores(0.5)
-    finally:
-        spinner.kill()
-        spinner.wait()
     assert busy is not None and 0.8 <= busy <= len(os.sched_getaffinity(0)) + 1e-6
 
 
@@ -210,6 +206,19 @@ def test_training_flops_counts_forward_and_only_the_needed_backward_passes():
     assert flops == 2 * conv_macs * 2 + 2 * linear_macs * 3
 
 
+def test_roofline_matrices_stop_growing_before_a_product_gets_slow(monkeypatch):
+    assert matmul_gflops("fp32", 512, reps=1)["n"] == 512
+    assert matmul_gflops("fp32", 300, reps=1)["n"] == 256  # at most the n asked for
+    monkeypatch.setattr(bench_compute, "MATMUL_MAX_CALL_S", 0.0)  # every product is "too slow"
+    result = matmul_gflops("bf16", 2048, reps=1)
+    assert result["n"] == 256 and result["gflops"] > 0
+
+
+def test_the_benchs_run_average_ppo_row_follows_the_ul_schedule():
+    # PAPER: 6 UL updates per iteration decaying quadratically to 0 over 12,208 iterations: 1.98 on average.
+    assert run_average_ul_updates("atari:Pong") == 2
+
+
 def test_quick_bench_writes_json_and_markdown_for_every_section(tmp_path):
     code = run_bench(BenchConfig(quick=True, out=tmp_path))
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -217,6 +226,9 @@ def test_quick_bench_writes_json_and_markdown_for_every_section(tmp_path):
     assert set(report["sections"]) == set(SECTIONS)
     assert {"cpu", "cores", "torch", "bf16_native", "bf16_faster"} <= set(report["machine"])
     sections = report["sections"]
+    threads = sections["threads"]["rows"]
+    assert {r["spinning_processes"] for r in threads} == ({0, 1} if sections["threads"]["cores"] > 1 else {0})
+    assert all(r["per_s"] > 0 for r in threads)
     assert sections["roofline"]["fp32"]["gflops"] > 0 and sections["roofline"]["bf16"]["gflops"] > 0
     eager = [r for r in sections["encoder"]["rows"] if r["variant"] == "fp32 eager"]
     assert {r["arch"] for r in eager} == {"dmc", "atari"}
