@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from atcrl import fastpath
+from atcrl import cpus, fastpath
 from atcrl.bench_agents import run_average_ul_updates
 from atcrl.bench_compute import ENCODER_INPUTS, ablation, encoder_flops_per_image, matmul_gflops
 from atcrl.bench_plots import plot_report, replot
@@ -170,7 +170,7 @@ def bench_threads(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _R
     Full runs add every-core rows with OMP_WAIT_POLICY=PASSIVE (read at process start, so only a fresh
     process can have it): threads that sleep instead of spinning while they wait for each other.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpus.usable_cores()
     auto_now = fastpath.resolve_threads(0)
     variants = [(n, None) for n in sorted({1, cores})] + ([(cores, "PASSIVE")] if cores > 1 and run.isolated else [])
     rows = []

@@ -23,13 +23,14 @@ import ctypes.util
 import functools
 import os
 import platform
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from atcrl import cpus
 
 NO_MALLOC_TUNING_ENV = "ATCRL_NO_MALLOC_TUNING"
 """Set to 1 to keep glibc's default allocator behaviour even when the config asks for tuning."""
@@ -71,7 +72,7 @@ class FastPathConfig:
     threads: int = 0
     """Intra-op CPU threads; 0 = auto: the cores other processes leave idle (CPU time they use over half a
     second at start-up), at most torch's current count; on a busy machine threads waiting for each other ran
-    far slower than one thread, on idle cores two threads ran agents 1.6-1.8x faster than one."""
+    far slower than one thread, on idle cores two threads ran agents 1.5-1.8x faster than one."""
     fused_optim: bool = True
     """Adam as one fused kernel per step where torch has one for the parameters' device (CPU, CUDA, ...); the
     weights it produces differ from the per-parameter implementation only at float32 rounding (at most 5e-7
@@ -241,56 +242,13 @@ def clip_gradients(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
 # --------------------------------------------------------------------------- process
 
 
-BUSY_WINDOW_S = 0.5
-"""How long ``busy_cores`` watches the CPUs: long enough to average out bursts, short next to any run."""
-
-
-def busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
-    """How many of this process's usable cores other processes keep busy now: their non-idle time over ``window`` s.
-
-    Read from /proc/stat's per-CPU lines (steal time counts as busy: the hypervisor gave that core to
-    someone else); this process sleeps meanwhile, so it measures the others. None where /proc/stat
-    does not exist.
-    """
-    cpus = _usable_cpus()
-    try:
-        before = _cpu_times(cpus)
-        time.sleep(window)
-        after = _cpu_times(cpus)
-    except OSError:
-        return None
-    busy = 0.0
-    for (total0, idle0), (total1, idle1) in zip(before, after):
-        if total1 > total0:
-            busy += 1 - (idle1 - idle0) / (total1 - total0)
-    return busy
-
-
-def _usable_cpus() -> set[int] | None:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-
-
-def _cpu_times(cpus: set[int] | None) -> list[tuple[int, int]]:
-    """(all ticks, idle + iowait ticks) of each CPU in ``cpus`` (None: every CPU), from /proc/stat."""
-    times = []
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *rest = line.split()
-            if not (name.startswith("cpu") and name[3:].isdigit()):
-                continue
-            if cpus is None or int(name[3:]) in cpus:
-                ticks = [int(x) for x in rest[:8]]  # user nice system idle iowait irq softirq steal
-                times.append((sum(ticks), ticks[3] + ticks[4]))
-    return times
-
-
 def resolve_threads(threads: int = 0) -> int:
     """``threads`` if given; else the cores other processes leave idle, at most torch's current count.
 
     Idle cores = usable cores (split evenly between torchrun's local ranks) minus the cores other processes
-    keep busy right now (``busy_cores``, rounded; the 1-minute load average where /proc/stat is missing).
+    keep busy right now (``cpus.busy_cores``, rounded; the 1-minute load average where /proc/stat is missing).
     Not the load average alone: it trails the machine by a minute or more, so a run started just after
-    another one ended would take one thread on idle cores (1.6-1.8x slower agents, docs/performance.md).
+    another one ended would take one thread on idle cores (agents ran 1.5-1.8x slower, docs/performance.md).
     Capping at the current count keeps a lower OMP_NUM_THREADS (or a caller's torch.set_num_threads) in
     force, and at a cap of 1 nothing is measured. Threads that must wait for a core another process holds
     stall every parallel region: two threads ran up to 30x slower than one on this 2-core box under load.
@@ -298,13 +256,12 @@ def resolve_threads(threads: int = 0) -> int:
     """
     if threads > 0:
         return threads
-    cpus = _usable_cpus()
-    usable = len(cpus) if cpus is not None else (os.cpu_count() or 1)
+    usable = cpus.usable_cores()
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     cap = min(torch.get_num_threads(), usable // ranks)
     if cap <= 1:
         return 1
-    busy = busy_cores()
+    busy = cpus.busy_cores()
     idle = usable - round(os.getloadavg()[0] if busy is None else busy)
     return max(1, min(cap, idle // ranks))
 

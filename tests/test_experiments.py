@@ -5,13 +5,13 @@ and records a failing step while skipping its dependants and running independent
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
 import pytest
 import tyro
 
+from atcrl import cpus
 from atcrl.cli import COMMANDS
 from atcrl.experiments import cost, plans, record
 from atcrl.experiments.cli import ExperimentConfig, run_experiment
@@ -170,7 +170,7 @@ def test_record_merge_grows_seeds_but_refuses_other_plans():
 
 def test_steps_share_the_cores_unless_told(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(cpus, "_usable_cpus", lambda: {0, 1, 2, 3})
     assert thread_env(1)["OMP_NUM_THREADS"] == thread_env(1)["MKL_NUM_THREADS"] == "4"
     assert thread_env(2)["OMP_NUM_THREADS"] == "2"
     assert thread_env(3)["OMP_NUM_THREADS"] == "1"

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atcrl import bench_compute, fastpath
+from atcrl import bench_compute, cpus, fastpath
 from atcrl.bench import SECTIONS, BenchConfig, run_bench, spinning
 from atcrl.bench_agents import run_average_ul_updates
 from atcrl.bench_compute import matmul_gflops, training_flops
@@ -130,34 +130,34 @@ def test_atc_under_bf16_scores_in_fp32_and_trains():
 
 def test_busy_cores_sees_a_spinning_process():
     with spinning(1):
-        busy = fastpath.busy_cores(0.5)
-    assert busy is not None and 0.8 <= busy <= len(os.sched_getaffinity(0)) + 1e-6
+        busy = cpus.busy_cores(0.5)
+    assert busy is not None and 0.8 <= busy <= cpus.usable_cores() + 1e-6
 
 
 def test_auto_threads_take_the_idle_cores(monkeypatch):
-    monkeypatch.setattr(fastpath, "_usable_cpus", lambda: {0, 1})
+    monkeypatch.setattr(cpus, "_usable_cpus", lambda: {0, 1})
     monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 0.0, 0.0))  # an old 1-minute average: not trusted
     torch.set_num_threads(2)  # conftest restores it
-    monkeypatch.setattr(fastpath, "busy_cores", lambda: 0.2)
+    monkeypatch.setattr(cpus, "busy_cores", lambda: 0.2)
     assert fastpath.resolve_threads(0) == 2
-    monkeypatch.setattr(fastpath, "busy_cores", lambda: 0.7)
+    monkeypatch.setattr(cpus, "busy_cores", lambda: 0.7)
     assert fastpath.resolve_threads(0) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks share the two cores: one each, nothing measured
-    monkeypatch.setattr(fastpath, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
+    monkeypatch.setattr(cpus, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
     assert fastpath.resolve_threads(0) == 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    monkeypatch.setattr(fastpath, "busy_cores", lambda: None)  # no /proc/stat: the load average decides
+    monkeypatch.setattr(cpus, "busy_cores", lambda: None)  # no /proc/stat: the load average decides
     assert fastpath.resolve_threads(0) == 1
     monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.0, 0.0))
     assert fastpath.resolve_threads(0) == 2
     torch.set_num_threads(1)
-    monkeypatch.setattr(fastpath, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
+    monkeypatch.setattr(cpus, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
     assert fastpath.resolve_threads(0) == 1
 
 
 def test_threads_and_config_validation(monkeypatch):
     assert fastpath.resolve_threads(3) == 3
-    assert 1 <= fastpath.resolve_threads(0) <= len(os.sched_getaffinity(0))
+    assert 1 <= fastpath.resolve_threads(0) <= cpus.usable_cores()
     assert fastpath.resolve_threads(0) <= torch.get_num_threads()  # auto never raises a lowered count (conftest: 1)
     applied = fastpath.configure_process(FastPathConfig(threads=1, tune_allocator=False))
     assert applied["threads"] == torch.get_num_threads() == 1

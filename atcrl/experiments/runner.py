@@ -19,7 +19,7 @@ are skipped; independent steps still run; the run's exit code is then 1.
 usable cores // N intra-op threads (OMP_NUM_THREADS and MKL_NUM_THREADS, unless OMP_NUM_THREADS is
 already set in the environment), and within that cap it takes only the cores that are idle when it
 starts (``fastpath.resolve_threads``): threads waiting for each other's cores ran up to 30x slower
-than one thread on a shared CPU, while on idle cores two threads ran agents 1.6-1.8x faster than one.
+than one thread on a shared CPU, while on idle cores two threads ran agents 1.5-1.8x faster than one.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from atcrl.cpus import usable_cores
 from atcrl.experiments import record as records
 from atcrl.experiments.cost import describe_seconds, wall_seconds
 from atcrl.experiments.outputs import attempt, is_complete
@@ -63,8 +64,7 @@ def thread_env(jobs: int = 1) -> dict[str, str]:
     """The steps' environment: each of ``jobs`` steps at once gets an equal share of the usable cores."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = str(max(1, usable // jobs))
+        threads = str(max(1, usable_cores() // jobs))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     return env
 
