@@ -29,7 +29,7 @@ def sac_steps_per_s(mode: str, fast: dict[str, Any], updates: int = 5, env: str 
     steps after that (env step, acting and updates). batch_size: 0 = the paper's for ``env``.
     overlap_env: the loop's option of the same name (env step on a worker thread during the update).
     """
-    from atcrl.checkpoint import export_encoder
+    from atcrl.encoder_io import export_encoder
     from atcrl.nets.encoders import ConvEncoder
     from atcrl.train.sac_loop import build_run, paper_config, train
 

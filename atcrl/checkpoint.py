@@ -5,7 +5,7 @@ strings) and is always read back with ``torch.load(weights_only=True)``, so open
 code from the file. Writes go to a temporary file in the same directory and are renamed into place,
 so a crash mid-write leaves the previous checkpoint intact and the temporary file is ignored.
 
-Encoder export/import lives in ``atcrl.encoder_io``; its names stay importable from here.
+Encoder export/import lives in ``atcrl.encoder_io``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,24 +25,17 @@ import torch
 import atcrl
 from atcrl.atomic import atomic_write
 
-if TYPE_CHECKING:  # for readers and type checkers; at run time ``__getattr__`` below supplies these
-    from atcrl.encoder_io import ENCODER_FORMAT_VERSION, encoder_info, export_encoder, load_encoder
-
 __all__ = [
     "CKPT_PATTERN",
-    "ENCODER_FORMAT_VERSION",
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
     "atomic_write",
     "checkpoint_path",
     "config_differences",
-    "encoder_info",
-    "export_encoder",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
-    "load_encoder",
     "plain_config",
     "plain_value",
     "prepare_run_dir",
@@ -202,8 +195,11 @@ def load_checkpoint(
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], *, ignore: Iterable[str] = ()) -> list[str]:
-    """Human-readable ``field: saved -> current`` for every top-level field that differs."""
+    """Human-readable ``field: saved -> current`` for every top-level field that differs; ``ignore`` names
+    fields to skip, top-level ("fast") or nested ("sac.q_lr")."""
     skip = set(ignore)
+    for path in (p for p in skip if "." in p):
+        saved, current = _without(saved, path.split(".")), _without(current, path.split("."))
     keys = [k for k in dict.fromkeys([*saved, *current]) if k not in skip]
     diffs = []
     for k in keys:
@@ -212,6 +208,16 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], *, ignore
             b = repr(current[k]) if k in current else "<absent>"
             diffs.append(f"{k}: {a} (checkpoint) vs {b} (now)")
     return diffs
+
+
+def _without(tree: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    """A copy of ``tree`` without the nested key at ``path`` (unchanged when it is not there)."""
+    head, rest = path[0], path[1:]
+    if head not in tree or (rest and not isinstance(tree[head], dict)):
+        return tree
+    if not rest:
+        return {k: v for k, v in tree.items() if k != head}
+    return {**tree, head: _without(tree[head], rest)}
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
@@ -321,18 +327,3 @@ def prepare_run_dir(out: str | Path, *, resume: bool, create: bool = True) -> Pa
     if create:
         out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-# --------------------------------------------------------------------------- moved names
-
-_MOVED_TO_ENCODER_IO = frozenset({"ENCODER_FORMAT_VERSION", "encoder_info", "export_encoder", "load_encoder"})
-
-
-def __getattr__(name: str) -> Any:
-    # Resolved on first use: atcrl.encoder_io imports this module, so a top-level import of it
-    # here would be circular.
-    if name in _MOVED_TO_ENCODER_IO:
-        from atcrl import encoder_io
-
-        return getattr(encoder_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

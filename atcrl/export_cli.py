@@ -21,10 +21,10 @@ from atcrl.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_path,
-    export_encoder,
     latest_checkpoint,
     load_checkpoint,
 )
+from atcrl.encoder_io import export_encoder
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from atcrl.nets.encoders import EncoderName
 from atcrl.rl.modes import EncoderMode
@@ -61,8 +61,8 @@ class RLPreset:
     batch/lr; PPO: ``PPOLoopConfig(env=env)``), so a preset states only how it differs.
     """
 
-    algo: Literal["sac", "ppo"]
-    """SAC for continuous actions, PPO for discrete ones."""
+    algo: str
+    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" for discrete ones."""
     env: str
     """Env used when --env is not given."""
     summary: str
@@ -107,11 +107,11 @@ DEFAULT_RL_PRESET = {False: "dmc-atc", True: "atari-ppo-atc"}
 """The preset used without --preset, by whether the env's actions are discrete."""
 
 
-def rl_preset(name: str) -> RLPreset:
-    """The preset ``name``; ValueError naming close matches and listing all presets otherwise."""
-    if name not in RL_PRESETS:
-        close = difflib.get_close_matches(name, RL_PRESETS, n=3, cutoff=0.4)
+def rl_preset(name: str, table: Mapping[str, RLPreset] = RL_PRESETS) -> RLPreset:
+    """The preset ``name`` of ``table``; ValueError naming close matches and listing all presets otherwise."""
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        listing = "; ".join(f"{k} ({p.summary})" for k, p in RL_PRESETS.items())
+        listing = "; ".join(f"{k} ({p.summary})" for k, p in table.items())
         raise ValueError(f"unknown training preset {name!r}.{hint} Presets: {listing}")
-    return RL_PRESETS[name]
+    return table[name]

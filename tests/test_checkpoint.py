@@ -198,16 +198,3 @@ def test_import_refuses_mismatch_and_corruption(tmp_path):
     (tmp_path / "my.json").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_encoder(tmp_path / "my.safetensors")
-
-
-def test_encoder_names_stay_importable_from_checkpoint():
-    # They moved to atcrl.encoder_io; code written against the old path must get the same objects.
-    from atcrl import encoder_io
-    from atcrl.checkpoint import ENCODER_FORMAT_VERSION
-    from atcrl.checkpoint import encoder_info as old_info
-
-    assert old_info is encoder_info and ckpt.load_encoder is load_encoder and ckpt.export_encoder is export_encoder
-    assert ENCODER_FORMAT_VERSION == encoder_io.ENCODER_FORMAT_VERSION
-    assert {"encoder_info", "export_encoder", "load_encoder"} <= set(ckpt.__all__)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        ckpt.no_such_name  # noqa: B018

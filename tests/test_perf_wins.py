@@ -24,7 +24,7 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.sac import SACAgent, SACConfig
 from atcrl.train import train_session
 from atcrl.train.evaluate import play
-from atcrl.train.train_cli import TrainConfig, resolve
+from atcrl.train.train_plan import TrainConfig, resolve
 from atcrl.train.train_session import EpisodeCap, Session, build, describe_run
 from atcrl.ul.atc import ATC, ATCConfig
 from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer

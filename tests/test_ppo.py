@@ -10,7 +10,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from atcrl.checkpoint import load_checkpoint, save_checkpoint
 from atcrl.data.batches import PairBatch
-from atcrl.envs import make_env, make_vec_env
+from atcrl.envs import make_env
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import (
@@ -23,7 +23,8 @@ from atcrl.rl.ppo import (
     value_loss,
 )
 from atcrl.rl.rollout import Rollout, compute_gae
-from atcrl.train.ppo_loop import PPOLoopConfig, build_run, collect, evaluate, train
+from atcrl.train.evaluate import actor, play
+from atcrl.train.ppo_loop import PPOLoopConfig, build_run, collect, train
 from atcrl.ul.atc import ATC, ATCConfig
 from atcrl.ul.optim import ULOptimConfig, make_ul_optimizer, trainable_parameters, ul_step
 
@@ -383,10 +384,11 @@ def test_ppo_learns_tiny_catch_beyond_a_random_policy():
     cfg = small_loop(mode="end_to_end", ul="none", num_envs=8, horizon=32, steps=8192, seed=1,
                      ppo=PPOConfig(lr=3e-3, hidden=64))
     run = build_run(cfg)
-    eval_env = make_vec_env("tiny:catch", 8, seed=100, image_size=36)
-    untrained = np.mean(evaluate(run.agent, eval_env, 100, seed=100))
+    eval_env = make_env("tiny:catch", seed=100, image_size=36)
+    sampling = actor(run.agent, explore=True, generator=torch.Generator().manual_seed(100))
+    untrained = np.mean(play(eval_env, sampling, 100)[0])
     history = train(run)
-    trained = np.mean(evaluate(run.agent, eval_env, 100, greedy=True, seed=100))
+    trained = np.mean(play(eval_env, actor(run.agent), 100)[0])
     # A random paddle catches about a third of the balls (return ~ -0.35); the best policy scores +1.
     assert untrained < 0.0
     assert trained > 0.5, (untrained, trained, [m.get("rl/episode_return") for _, m in history])

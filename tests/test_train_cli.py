@@ -19,7 +19,7 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
 from atcrl.train.evaluate import actor
 from atcrl.train.rl_checkpoint import build_agent, load_trained, write_run_info
-from atcrl.train.train_cli import TrainConfig, resolve
+from atcrl.train.train_plan import TrainConfig, resolve
 from atcrl.train.train_session import Session, build, describe_run
 
 SIZE = 32

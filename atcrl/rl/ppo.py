@@ -152,8 +152,11 @@ class Act:
     """What the rollout stores for the update: the observation, or its detached features (see ``caches_features``)."""
 
 
-class PPOAgent:
+class PPOAgent(nn.Module):
     """An ActorCritic, its mode, the RL optimizer and the counters needed to resume.
+
+    A module like SACAgent, with the same state layout: ``state_dict()["modules"]`` holds the weights
+    (the network under ``net.``), beside the optimizer state and the counters.
 
     fast: run the update's forward pass under this fast path's autocast and step with its optimizer kernels
     (``fastpath.adam``); None runs it as it is.
@@ -162,6 +165,7 @@ class PPOAgent:
 
     def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
                  device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+        super().__init__()
         self.net = net.to(device)
         self.mode = EncoderMode(mode)
         self.cfg = cfg
@@ -173,10 +177,21 @@ class PPOAgent:
         self.iterations = 0
         """PPO updates (one per rollout) done so far."""
         self.gradient_steps = 0
-        self.acting_encoder: ConvEncoder | None = None
+        self._acting: list[ConvEncoder | None] = [None]  # in a list, so the snapshot is no submodule of the agent
+
+    @property
+    def acting_encoder(self) -> ConvEncoder | None:
         """The conv ``act`` and ``value`` read instead of ``net.encoder`` when set: a loop that trains the
         conv in another thread while it collects (PPOLoopConfig.overlap_ul) points it at a snapshot for the
-        collection; None = the network's own conv. The update always reads ``net.encoder``."""
+        collection; None = the network's own conv. The update always reads ``net.encoder``. It is not part
+        of the agent's state."""
+        return self._acting[0]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "acting_encoder":  # nn.Module would register a module value as a submodule, bypassing a setter
+            self._acting[0] = value
+        else:
+            super().__setattr__(name, value)
 
     def rl_parameters(self) -> list[nn.Parameter]:
         """What the RL optimizer owns: the heads, plus the encoder only when RL trains it."""
@@ -275,17 +290,20 @@ class PPOAgent:
         out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
         return out
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Networks, optimizer and counters: everything needed to resume the agent."""
         return {
-            "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
             "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        if not isinstance(state, dict) or "modules" not in state:
+            raise ValueError("not a PPOAgent state (expected the dict from PPOAgent.state_dict())")
         if state.get("mode", self.mode.value) != self.mode.value:
             raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
-        self.net.load_state_dict(state["net"])
+        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iterations = int(state["iterations"])
         self.gradient_steps = int(state["gradient_steps"])
+        return result

@@ -89,16 +89,6 @@ def random_policy(space: gym.Space) -> Policy:
     raise CollectError(f"no random policy for action space {space} (only Discrete and Box)")
 
 
-def load_policy(checkpoint: str | Path, *, explore: bool = False) -> Policy:
-    """A trained agent's policy, from an `atcrl train` run directory (latest checkpoint) or checkpoint file.
-
-    Deterministic by default (SAC: tanh of the mean; PPO: the most likely action). With ``explore`` the
-    agent samples its policy with noise drawn from the rng the collector passes, so episode k stays a
-    function of (seed, k).
-    """
-    return _trained_policy(_load_trained(checkpoint), explore)
-
-
 def _load_trained(checkpoint: str | Path) -> Any:
     from atcrl.checkpoint import CheckpointError
     from atcrl.train.rl_checkpoint import TrainRunError, load_trained

@@ -11,7 +11,6 @@ images stay visible; .gif needs only Pillow, .mp4 needs imageio's ffmpeg plugin.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,8 @@ import numpy as np
 import torch
 
 from atcrl.checkpoint import CheckpointError
+from atcrl.train.algorithms import Actor, algorithm_of
 from atcrl.train.rl_checkpoint import TrainRunError, load_trained
-
-Actor = Callable[[np.ndarray], Any]
-"""Stacked uint8 observation [k * C, H, W] -> action (an int for discrete envs, a float array otherwise)."""
 
 VIDEO_FPS = 25
 VIDEO_MIN_SIDE = 256
@@ -53,21 +50,8 @@ class EvaluateConfig:
 
 
 def actor(agent: Any, *, explore: bool = False, generator: torch.Generator | None = None) -> Actor:
-    """obs -> action for a SACAgent (tanh of the mean, or a sample) or a PPOAgent (argmax, or a sample)."""
-    from atcrl.rl.sac import SACAgent
-
-    if isinstance(agent, SACAgent):
-        def act_sac(obs: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(obs))
-            if agent.latent_obs:  # the frozen conv's output is what this agent acts on
-                x = agent.latent(x[None])[0]
-            return agent.act(x, "sample" if explore else "deterministic", generator)
-        return act_sac
-
-    def act_ppo(obs: np.ndarray) -> int:
-        out = agent.act(torch.from_numpy(np.ascontiguousarray(obs))[None], greedy=not explore, generator=generator)
-        return int(out.action[0])
-    return act_ppo
+    """obs -> action for a trained agent: deterministic (SAC: tanh of the mean; PPO: argmax), or sampled."""
+    return algorithm_of(agent).actor(agent, explore=explore, generator=generator)
 
 
 def play(env: Any, act: Actor, episodes: int, *, record: int = 0, frame_channels: int = 3

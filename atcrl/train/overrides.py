@@ -157,3 +157,29 @@ def merge_overrides(base: Any, top: Any) -> Any:
         elif value is not None:
             changes[f.name] = value
     return dataclasses.replace(base, **changes)
+
+
+def config_path(overrides_type: type, dotted: str) -> tuple[str, ...]:
+    """The config-field path that the override ``dotted`` (CLI names, e.g. ``agent.q_lr``) sets, e.g.
+    ``("sac", "q_lr")``; ValueError naming the unknown part."""
+    names = dotted.replace("-", "_").split(".")
+    path, kind = [], overrides_type
+    for i, name in enumerate(names):
+        fields = {f.name: f for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else {}
+        if name not in fields:
+            where = ".".join(names[:i]) or "the group"
+            raise ValueError(f"{dotted!r}: {where} has no setting {name!r} (its settings: {', '.join(fields)})")
+        path.append(getattr(kind, _RENAMED, {}).get(name, name))
+        kind = typing.get_type_hints(kind)[name]
+        kind = typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind
+    if dataclasses.is_dataclass(kind):
+        raise ValueError(f"{dotted!r} names a group of settings; name one setting in it")
+    return tuple(path)
+
+
+def with_override(overrides: Any, dotted: str, value: Any) -> Any:
+    """``overrides`` with the field at ``dotted`` (CLI names, as in ``config_path``) set to ``value``."""
+    head, _, rest = dotted.replace("-", "_").partition(".")
+    if not rest:
+        return dataclasses.replace(overrides, **{head: value})
+    return dataclasses.replace(overrides, **{head: with_override(getattr(overrides, head), rest, value)})

@@ -42,6 +42,7 @@ from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
 from atcrl.fastpath import FastPathConfig, configure_process, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.resumable import RESUMABLE
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout
@@ -102,7 +103,7 @@ class PPOLoopConfig:
     """UL learning-rate schedule over all UL updates of the run."""
     ul_grad_clip: float = 10.0
     """Max UL gradient norm (0 = no clipping)."""
-    overlap_ul: bool = False
+    overlap_ul: bool = field(default=False, metadata=RESUMABLE)
     """Run each iteration's UL updates in a worker thread while the main thread collects the rollout, for
     speed wherever the two can run at once (a second CPU core, a GPU). The policy acts with a snapshot of the
     conv taken before those updates, i.e. with the weights the serial schedule acts with, and the frames
@@ -115,13 +116,13 @@ class PPOLoopConfig:
     core (or the GPU) would otherwise idle: PPO+ATC on Pong (16 envs, 6 UL updates per iteration, one torch
     thread) ran 1.24x faster on an otherwise idle 2-core CPU, and 0.7-1.04x on one already busy with other jobs
     (docs/performance.md)."""
-    log_every: int = 1
+    log_every: int = field(default=1, metadata=RESUMABLE)
     """Iterations between metric reports."""
     seed: int = 0
     """Seeds torch, the envs, action sampling, minibatch order and UL sampling."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RESUMABLE)
     """"auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
-    fast: FastPathConfig = field(default_factory=FastPathConfig)
+    fast: FastPathConfig = field(default_factory=FastPathConfig, metadata=RESUMABLE)
     """How the networks run (precision, activation layout, compilation, CPU threads, allocator); it changes
     speed, not what is trained, so it may differ on --resume. FastPathConfig.fp32_eager() is the plain path."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -529,23 +530,3 @@ def train_ppo(cfg: PPOLoopConfig, *, on_metrics: MetricsHook | None = None, **bu
     """Build a run and train it to the end; returns the run and its metric history."""
     run = build_run(cfg, **build_kwargs)
     return run, train(run, on_metrics=on_metrics)
-
-
-@torch.no_grad()
-def evaluate(agent: PPOAgent, env: Any, episodes: int, *, greedy: bool = False, seed: int = 0) -> list[float]:
-    """Raw scores of the first ``episodes`` episodes the agent finishes on a vector env.
-
-    With several envs, episodes that end sooner are over-represented when they vary in length;
-    use a single env (or episodes a multiple of num_envs with fixed-length episodes) for unbiased scores.
-    """
-    obs, _ = env.reset(seed=seed)
-    gen = torch.Generator(agent.device).manual_seed(seed)
-    totals, scores = np.zeros(env.num_envs), []
-    while len(scores) < episodes:
-        action = agent.act(torch.from_numpy(obs), greedy=greedy, generator=gen).action.cpu().numpy()
-        obs, reward, terminated, truncated, _ = env.step(action)
-        totals += reward
-        for i in np.flatnonzero(terminated | truncated):
-            scores.append(float(totals[i]))
-            totals[i] = 0.0
-    return scores[:episodes]

@@ -28,17 +28,16 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from atcrl.atomic import atomic_write
 from atcrl.checkpoint import (
     CheckpointError,
-    atomic_write,
-    export_encoder,
     latest_checkpoint,
     load_checkpoint,
     plain_config,
@@ -50,11 +49,13 @@ from atcrl.checkpoint import (
 from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
+from atcrl.encoder_io import export_encoder
 from atcrl.fastpath import FastPathConfig, autocast, configure_process, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
 from atcrl.progress import Progress
+from atcrl.resumable import RESUMABLE, resumable_fields
 from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, resolve_device, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
@@ -64,9 +65,6 @@ from atcrl.ul.registry import default_config, make_objective
 
 KIND = "pretrain"
 CKPT_DIR = "checkpoints"
-# Fields that may change between a run and its resumption without changing what is trained.
-RESUMABLE_CHANGES = ("resume", "out", "device", "fast", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
-                     "stop_after", "tensorboard", "val_batches")
 _VAL_TAG = 0x7A1  # keeps validation seeds apart from the per-update training seeds
 
 
@@ -102,32 +100,32 @@ class PretrainConfig:
     """Peak learning rate; None = the preset's (1e-3)."""
     warmup_updates: int | None = None
     """Linear warm-up updates; None = the preset's 1000, capped at a tenth of --updates for short runs."""
-    out: str = "runs/pretrain"
+    out: str = field(default="runs/pretrain", metadata=RESUMABLE)
     """Run directory: config, metrics, checkpoints and the exported encoder. Never overwritten without --resume."""
-    resume: bool = False
+    resume: bool = field(default=False, metadata=RESUMABLE)
     """Continue the run in --out from its latest checkpoint (same settings required)."""
     seed: int = 0
     """Seed of the weight init, the train/validation split, sampling and augmentation."""
     val_fraction: float = 0.1
     """Fraction of each task's episodes held out for validation loss/accuracy (0 disables validation)."""
-    val_batches: int = 4
+    val_batches: int = field(default=4, metadata=RESUMABLE)
     """Batches per validation pass (the same fixed batches every time, so the curve is comparable)."""
-    eval_every: int = 1000
+    eval_every: int = field(default=1000, metadata=RESUMABLE)
     """Updates between validation passes."""
-    ckpt_every: int = 1000
+    ckpt_every: int = field(default=1000, metadata=RESUMABLE)
     """Updates between checkpoints (one is also written when the run stops)."""
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = field(default=3, metadata=RESUMABLE)
     """How many of the newest checkpoints to keep."""
-    log_every: int = 100
+    log_every: int = field(default=100, metadata=RESUMABLE)
     """Updates between metric records (each the mean over the updates since the last one)."""
-    stop_after: int | None = None
+    stop_after: int | None = field(default=None, metadata=RESUMABLE)
     """Stop after this many updates (checkpointed, not exported) to continue later with --resume."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RESUMABLE)
     """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
-    fast: FastPathConfig = dataclasses.field(default_factory=FastPathConfig)
+    fast: FastPathConfig = field(default_factory=FastPathConfig, metadata=RESUMABLE)
     """Precision, activation layout, torch.compile, CPU threads and allocator (docs/performance.md);
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
-    tensorboard: bool = True
+    tensorboard: bool = field(default=True, metadata=RESUMABLE)
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
 
     def __post_init__(self) -> None:
@@ -322,7 +320,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         if latest_checkpoint(out / CKPT_DIR) is None:
             raise PretrainError(f"{out} holds no checkpoint to resume from (the run stopped before its first "
                                 "one); delete that directory or choose another --out")
-        ckpt = load_checkpoint(out / CKPT_DIR, kind=KIND, config=cfg, ignore=RESUMABLE_CHANGES)
+        ckpt = load_checkpoint(out / CKPT_DIR, kind=KIND, config=cfg, ignore=resumable_fields(PretrainConfig))
         objective.load_state_dict(ckpt.state["objective"])
         optimizer.load_state_dict(ckpt.state["optimizer"])
         scheduler.load_state_dict(ckpt.state["scheduler"])

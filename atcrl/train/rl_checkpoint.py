@@ -18,9 +18,9 @@ which rebuilds the agent from config.json without making an env.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,19 +36,14 @@ from atcrl.checkpoint import (
 from atcrl.data.replay import Replay
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.rl.modes import EncoderMode
+from atcrl.resumable import resumable_fields
+from atcrl.train.algorithms import Algorithm, algorithm
 from atcrl.train.overrides import config_from_plain
 
 KIND = "train"
 """Checkpoint kind and config.json "kind" of RL runs (atcrl export dispatches on it)."""
 RUN_INFO = "config.json"
 CKPT_DIR = "checkpoints"
-RESUMABLE_CHANGES = ("device", "fast", "log_every", "eval_every", "eval_episodes", "overlap_ul",
-                     "overlap_env")
-"""Loop fields that may differ between a run and its resumption: they do not change what is trained
-("fast" changes speed only; runs from before it existed have no "fast" field and resume too), or, like
-PPO's "overlap_ul" and SAC's "overlap_env" (speed options that lag the UL updates by one rollout, or the
-update by one transition), only how it is scheduled."""
 
 
 class TrainRunError(ValueError):
@@ -59,7 +54,8 @@ class TrainRunError(ValueError):
 class RunInfo:
     """config.json of a train run: enough to rebuild its agent and its env without the checkpoint."""
 
-    algo: Literal["sac", "ppo"]
+    algo: str
+    """The agent (a key of atcrl.train.algorithms.ALGORITHMS)."""
     preset: str
     loop: dict[str, Any]
     """The resolved SACLoopConfig / PPOLoopConfig as plain data."""
@@ -74,12 +70,21 @@ class RunInfo:
     frame_stack: int
     action_repeat: int
     kind: str = KIND
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Settings changed on resume with --allow-change: {"step", "allowed_changes": {loop path: [old, new]}}."""
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return algorithm(self.algo)
 
     def loop_config(self) -> Any:
-        from atcrl.train.ppo_loop import PPOLoopConfig
-        from atcrl.train.sac_loop import SACLoopConfig
+        return config_from_plain(self.algorithm.config_cls, self.loop)
 
-        return config_from_plain(SACLoopConfig if self.algo == "sac" else PPOLoopConfig, self.loop)
+    def may_differ(self) -> tuple[str, ...]:
+        """Loop fields a checkpoint of this run may record otherwise than config.json: the resumable ones
+        (atcrl.resumable) and those changed on resume (``history``)."""
+        changed = [path for entry in self.history for path in entry["allowed_changes"]]
+        return (*resumable_fields(self.algorithm.config_cls), *changed)
 
     def checkpoint_config(self) -> dict[str, Any]:
         """What each checkpoint records as its config (compared field by field when resuming)."""
@@ -182,7 +187,7 @@ def load(run_dir: Path, info: RunInfo, *, which: str | Path | None = None):
     path = Path(which) if which is not None else run_dir / CKPT_DIR
     if which is None and latest_checkpoint(path) is None:
         raise TrainRunError(f"{run_dir} holds no checkpoint yet (the run stopped before its first one)")
-    return load_checkpoint(path, kind=KIND, config=info.checkpoint_config(), ignore=RESUMABLE_CHANGES)
+    return load_checkpoint(path, kind=KIND, config=info.checkpoint_config(), ignore=info.may_differ())
 
 
 # --------------------------------------------------------------------------- a trained agent
@@ -193,7 +198,7 @@ class Trained:
     """An agent rebuilt from a run's checkpoint, with what is needed to make its env."""
 
     agent: Any
-    """SACAgent or PPOAgent, weights loaded."""
+    """The run's agent (the algorithm's ``agent_cls``), weights loaded."""
     info: RunInfo
     checkpoint: Path
     step: int
@@ -205,22 +210,8 @@ def build_agent(info: RunInfo, device: str | torch.device = "cpu") -> Any:
 
     It runs on the run's fast path (layout, autocast); process-wide settings are the caller's.
     """
-    from atcrl.fastpath import prepare_module
-
-    cfg = info.loop_config()
     encoder = ConvEncoder(info.encoder_arch, info.obs_shape)  # type: ignore[arg-type]
-    if info.algo == "sac":
-        from atcrl.rl.sac import SACAgent
-
-        latent = cfg.mode is EncoderMode.frozen and cfg.latent_replay
-        agent = SACAgent(encoder, info.action_dim, cfg.mode, cfg.sac, latent_obs=latent,
-                         latent_dtype=cfg.latent_dtype, device=device, fast=cfg.fast)
-        return prepare_module(agent, cfg.fast)
-    from atcrl.rl.ppo import ActorCritic, PPOAgent
-
-    agent = PPOAgent(ActorCritic(encoder, info.action_dim, cfg.ppo.hidden), cfg.mode, cfg.ppo, device, fast=cfg.fast)
-    prepare_module(agent.net, cfg.fast)
-    return agent
+    return info.algorithm.build_agent(info.loop_config(), encoder, info.action_dim, device)
 
 
 def load_trained(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:
@@ -238,9 +229,8 @@ def load_trained(run_or_checkpoint: str | Path, device: str | torch.device = "cp
 
 def encoder_from_checkpoint(state: dict[str, Any], info: RunInfo) -> ConvEncoder:
     """The agent's (online) conv from a train checkpoint's state."""
-    agent_state = state["run"]["agent"]
-    weights = agent_state["modules"] if info.algo == "sac" else agent_state["net"]
-    prefix = "encoder."
+    weights = state["run"]["agent"]["modules"]
+    prefix = info.algorithm.encoder_key
     encoder = ConvEncoder(info.encoder_arch, info.obs_shape)  # type: ignore[arg-type]
     try:
         encoder.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
@@ -253,16 +243,14 @@ def encoder_from_checkpoint(state: dict[str, Any], info: RunInfo) -> ConvEncoder
 def describe(info: RunInfo) -> str:
     """E.g. "sac decoupled+atc": how the run's conv was trained (the exported encoder's "objective")."""
     loop = info.loop
-    ul = loop.get("ul", "none")
-    trained_by_ul = loop["mode"] == "decoupled" or (info.algo == "ppo" and ul != "none")
-    return f"{info.algo} {loop['mode']}" + (f"+{ul}" if trained_by_ul else "")
+    return f"{info.algo} {loop['mode']}" + (f"+{loop.get('ul', 'none')}" if info.algorithm.conv_trained_by_ul(loop) else "")
 
 
 def encoder_export(ckpt: Any, run_info: dict[str, Any]) -> tuple[ConvEncoder, str, list[str], dict[str, Any]]:
     """(conv, how it was trained, data, extra facts) of a train checkpoint, for `atcrl export`."""
     info = run_info_from_dict(run_info, ckpt.path)
     agent = ckpt.state["run"]["agent"]
-    updates = agent["updates"] if info.algo == "sac" else agent["gradient_steps"]
+    updates = agent[info.algorithm.updates_key]
     extra = {"steps": int(ckpt.state["step"]), "updates": int(updates), "preset": info.preset,
              "mode": info.loop["mode"], "seed": info.loop["seed"], "checkpoint": str(ckpt.path)}
     return encoder_from_checkpoint(ckpt.state, info), describe(info), [info.loop["env"]], extra

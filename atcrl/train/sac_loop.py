@@ -34,6 +34,7 @@ from atcrl.envs.meta import EnvMeta
 from atcrl.envs.threaded import ThreadedEnv
 from atcrl.fastpath import FastPathConfig, autocast, configure_process, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.resumable import RESUMABLE
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import LatentDType, SACAgent, SACConfig
 from atcrl.train.online_ul import OnlineUL, build_objective, check_objective
@@ -81,7 +82,7 @@ class SACLoopConfig:
     """Stacked frames per observation; 0 = the family's default (3 for DMC)."""
     fast_render: bool = False
     """DMC: render without shadows, reflections and multisampling (faster; pixels differ from the paper's)."""
-    overlap_env: bool = False
+    overlap_env: bool = field(default=False, metadata=RESUMABLE)
     """Step the training env on a worker thread while the agent update runs. It hides the env step (DMC: physics
     and rendering) behind the update, which pays off only when a core is otherwise idle (cartpole, default
     rendering, 2 idle cores: frozen-encoder SAC 1.15x; decoupled 1.00x, whose update dwarfs the env step; with
@@ -109,17 +110,17 @@ class SACLoopConfig:
     """UL learning-rate schedule over the run's updates: "cosine" (to 0 at the end) or "constant"."""
     ul_grad_clip: float = 10.0
     """Max UL gradient norm (0 = no clipping)."""
-    eval_every: int = 1000
+    eval_every: int = field(default=1000, metadata=RESUMABLE)
     """Agent steps between evaluations (also at step 0 and at the end); 0 = only at the end."""
-    eval_episodes: int = 10
+    eval_episodes: int = field(default=10, metadata=RESUMABLE)
     """Deterministic episodes per evaluation."""
-    log_every: int = 1000
+    log_every: int = field(default=1000, metadata=RESUMABLE)
     """Agent steps between training-metric reports (averages over the interval)."""
     seed: int = 0
     """Seeds torch, the replay sampler and the envs (the eval env gets seed + 10000)."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RESUMABLE)
     """"auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
-    fast: FastPathConfig = field(default_factory=FastPathConfig)
+    fast: FastPathConfig = field(default_factory=FastPathConfig, metadata=RESUMABLE)
     """How the networks run (precision, activation layout, compilation, CPU threads, allocator); it changes
     speed, not what is trained, so it may differ on --resume. FastPathConfig.fp32_eager() is the plain path."""
     sac: SACConfig = field(default_factory=SACConfig)
@@ -360,13 +361,15 @@ def update(run: SACRun) -> dict[str, float]:
 
 
 def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
-          on_checkpoint: Callable[[SACRun], None] | None = None) -> list[tuple[int, dict[str, float]]]:
+          on_checkpoint: Callable[[SACRun], None] | None = None,
+          on_step: Callable[[SACRun], None] | None = None) -> list[tuple[int, dict[str, float]]]:
     """Run from ``run.step`` to ``cfg.steps`` agent steps; returns every (step, metrics) report.
 
     on_metrics(step, metrics) gets interval averages of the training metrics (rl/, ul/, perf/) every
     ``log_every`` steps and the eval/ metrics at each evaluation. on_checkpoint(run) is called
-    after each evaluation; an exception (e.g. FloatingPointError from a NaN loss) ends the run
-    before any further callback, so a diverged run is never checkpointed.
+    after each evaluation, on_step(run) after every agent step (its update and any report included);
+    an exception (e.g. FloatingPointError from a NaN loss) ends the run before any further callback,
+    so a diverged run is never checkpointed.
     """
     cfg, agent, replay = run.cfg, run.agent, run.replay
     repeat = run.meta.action_repeat
@@ -437,6 +440,8 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
             counts.clear()
             returns.clear()
             tick, tick_step = now, run.step
+        if on_step is not None:
+            on_step(run)
     if run.evaluated_at != run.step:
         evaluate_now(run.step)
     return history

@@ -1,18 +1,21 @@
 """One `atcrl train` process: build or restore the run, drive its loop, and hook in logging, progress,
-evaluation (PPO; SAC evaluates inside its loop), videos, checkpoints and the closing summary.
+evaluation (for loops that do not evaluate themselves), videos, checkpoints and the closing summary. What
+differs between agents comes from the run's ``Algorithm`` (atcrl.train.algorithms).
 
 PPO evaluation and video episodes (this module's) end at ``EVAL_MAX_ENV_FRAMES``; an episode cut there is
 logged in ``eval/truncated``. The summary records the fast path this session resolved to (``fastpath``)
 and what it applied to the process (``process``); ``perf/replay_bytes`` is logged once per session.
 
-Checkpoints are written only from the loops' callbacks, i.e. between agent steps, when the run's
-state is consistent. A NaN/inf loss raises inside the loop before any callback, so the newest
-checkpoint on disk is always from before the divergence.
+Checkpoints are written only at the loops' safe points, i.e. between agent steps (PPO: iterations), when
+the run's state is consistent: one at every ``--ckpt-every`` multiple, and one when the session stops
+(Ctrl-C stops after the current step). A NaN/inf loss raises inside the loop before any callback, so the
+newest checkpoint on disk is always from before the divergence.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,10 +32,11 @@ from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.progress import Progress
 from atcrl.train import rl_checkpoint as ckpts
+from atcrl.train.algorithms import Algorithm
 from atcrl.train.evaluate import actor, play, write_video
 from atcrl.train.interrupt import StopOnCtrlC
 from atcrl.train.rl_checkpoint import RunInfo
-from atcrl.train.train_cli import Plan, TrainConfig
+from atcrl.train.train_plan import Plan, Resumed, retry_command
 
 SHOW = ("eval/return_mean", "rl/episode_return", "perf/steps_per_s")
 """Metrics the progress display keeps up to date."""
@@ -68,9 +72,9 @@ class EpisodeCap(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def replay_bytes(run: Any) -> int | None:
+def replay_bytes(algo: Algorithm, run: Any) -> int | None:
     """Bytes the run's replay(s) hold (SAC's replay, PPO's online-UL replays); None when it has none."""
-    replays = [run.replay] if hasattr(run, "replay") else (run.ul.replays if getattr(run, "ul", None) else [])
+    replays = algo.replays(run)
     return sum(r.nbytes for r in replays) if replays else None
 
 
@@ -83,26 +87,17 @@ class StopRequested(Exception):
 
 
 def build(plan: Plan, encoder: ConvEncoder | None = None) -> Any:
-    """A fresh SACRun / PPORun for the plan (``encoder`` replaces loading one from the encoder file)."""
-    if plan.algo == "sac":
-        from atcrl.train.sac_loop import build_run
-    else:
-        from atcrl.train.ppo_loop import build_run
-    return build_run(plan.loop, encoder=encoder)
+    """A fresh run of the plan's agent (``encoder`` replaces loading one from the encoder file)."""
+    return plan.algorithm.build_run(plan.loop, encoder=encoder)
 
 
-def describe_run(cfg: TrainConfig, plan: Plan, run: Any) -> RunInfo:
+def describe_run(cfg: Any, plan: Plan, run: Any) -> RunInfo:
     """The RunInfo (config.json) of a freshly built run."""
     from atcrl.checkpoint import plain_config
     from atcrl.envs import env_meta
 
     meta = env_meta(run.env)
-    if plan.algo == "sac":
-        encoder, obs_shape = run.agent.encoder, run.env.observation_space.shape
-        action_dim = int(np.prod(run.env.action_space.shape))
-    else:
-        encoder, obs_shape = run.agent.net.encoder, run.env.single_observation_space.shape
-        action_dim = run.agent.net.n_actions
+    encoder, obs_shape, action_dim = plan.algorithm.shapes(run)
     return RunInfo(algo=plan.algo, preset=plan.preset, loop=plain_config(plan.loop), train=plain_config(cfg),
                    encoder_arch=encoder.arch, obs_shape=tuple(obs_shape), discrete=meta.discrete,
                    action_dim=action_dim, frame_stack=meta.frame_stack, action_repeat=meta.action_repeat)
@@ -121,9 +116,10 @@ def _finite_tensors(tree: Any) -> bool:
 class Session:
     """The callbacks one process hands to the agent loop, and what they keep between calls."""
 
-    def __init__(self, cfg: TrainConfig, plan: Plan, run_dir: Path, run: Any, info: RunInfo,
+    def __init__(self, cfg: Any, plan: Plan, run_dir: Path, run: Any, info: RunInfo,
                  saved: dict[str, Any] | None):
         self.cfg, self.plan, self.run_dir, self.run, self.info = cfg, plan, run_dir, run, info
+        self.algo = plan.algorithm
         saved = saved or {}
         self.evals: list[list[float]] = [list(e) for e in saved.get("evals", [])]
         """[step, mean eval return] of every evaluation so far, across sessions."""
@@ -131,56 +127,41 @@ class Session:
         self.video_at = int(saved.get("video_at", -1))
         self.eval_at = int(saved.get("eval_at", -1))
         self.start, self.start_step, self.last_ckpt = time.monotonic(), run.step, run.step
-        self.total = plan.loop.steps if plan.algo == "sac" else plan.loop.iterations * plan.loop.batch_steps
+        self.total = self.algo.total_steps(plan.loop)
         self.logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard,
                                     resume_from_step=run.step if cfg.resume else None)
         self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
                             unit="step")
         self._envs: dict[str, EpisodeCap] = {}
-        self.ctrl_c = StopOnCtrlC("stopping with a checkpoint at the next step boundary")
+        self.ctrl_c = StopOnCtrlC("stopping with a checkpoint after the current step")
         """Its ``requested`` is set by the first Ctrl-C: checkpoint at the next step boundary and stop."""
-        memory = replay_bytes(run)
+        memory = replay_bytes(self.algo, run)
         if memory is not None:
             self.logger.log(run.step, {"perf/replay_bytes": float(memory)})
 
-    # ------------------------------------------------------------------ loop callbacks
+    # ------------------------------------------------------------------ loop hooks (TrainHooks)
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.logger.log(step, metrics)
-        evaluation = "eval/return_mean" in metrics
-        if evaluation:
+        if "eval/return_mean" in metrics:
             self.evals.append([step, metrics["eval/return_mean"]])
         self.bar.update(step - self.bar.count, metrics)
-        # A SAC log step that is also an evaluation step waits for after_sac_evaluation, so that the
-        # checkpoint records the evaluation as done and a resumed run does not repeat it.
-        if self.plan.algo == "sac" and not evaluation and not self._sac_evaluates_at(step):
-            self._between_steps(step)
 
-    def after_sac_evaluation(self, run: Any) -> None:
-        self._maybe_video(run.step)
-        self._between_steps(run.step)
-
-    def after_ppo_iteration(self, run: Any) -> None:
-        step, final = run.step, run.iteration >= self.plan.loop.iterations
+    def evaluate(self, step: int, final: bool) -> None:
+        """Deterministic episodes on the session's own eval env, at every --eval-every multiple and the end."""
         every = self.plan.eval_every
         if self.plan.eval_episodes and (final or (every and step // every > self.eval_at // every)):
-            self._evaluate_ppo(step)
-        self._maybe_video(step)
-        self._between_steps(step)
+            self._evaluate(step)
 
-    def _between_steps(self, step: int) -> None:
-        """Checkpoint when due (always at the end), and stop here once --stop-after is reached."""
-        if step - self.last_ckpt >= self.cfg.ckpt_every or step >= self.total:
+    def safe_point(self, step: int) -> None:
+        """Checkpoint at every --ckpt-every multiple (and at the end); stop here on Ctrl-C or at --stop-after."""
+        every = self.cfg.ckpt_every
+        if step // every > self.last_ckpt // every or step >= self.total:
             self.checkpoint()
         stop_here = self.cfg.stop_after is not None and self.cfg.stop_after <= step
         if (stop_here or self.ctrl_c.requested) and step < self.total:
             if self.last_ckpt != step:
                 self.checkpoint()
             raise StopRequested(step)
-
-    def _sac_evaluates_at(self, step: int) -> bool:
-        """The SAC loop evaluates (and then calls after_sac_evaluation) right after this log step."""
-        every = self.plan.loop.eval_every
-        return step >= self.total or bool(every and step % every == 0)
 
     # ------------------------------------------------------------------ evaluation and videos
     def _env(self, purpose: str, seed_offset: int) -> EpisodeCap:
@@ -191,7 +172,7 @@ class Session:
             self._envs[purpose] = EpisodeCap(env, max(1, EVAL_MAX_ENV_FRAMES // self.info.action_repeat))
         return self._envs[purpose]
 
-    def _evaluate_ppo(self, step: int) -> None:
+    def _evaluate(self, step: int) -> None:
         env = self._env("eval", 10_000)
         cut_before = env.cut
         returns, lengths, _ = play(env, actor(self.run.agent), self.plan.eval_episodes)
@@ -200,7 +181,8 @@ class Session:
                                "eval/length_mean": float(np.mean(lengths)),
                                "eval/truncated": float(env.cut - cut_before)})
 
-    def _maybe_video(self, step: int) -> None:
+    def video(self, step: int) -> None:
+        """An evaluation video at every --video-every multiple and at the end."""
         every = self.cfg.video_every
         if not every or (step // every <= self.video_at // every and step < self.total):
             return
@@ -218,13 +200,10 @@ class Session:
                                  "session": self.session_state()}
         if not _finite_tensors(state["run"]):
             raise FloatingPointError("the weights or optimizer state hold NaN/inf")
-        if self.plan.algo == "sac":
-            state["envs"] = {"train": ckpts.env_rng_state(run.env), "eval": ckpts.env_rng_state(run.eval_env)}
-        if self.cfg.checkpoint_replay:
-            if self.plan.algo == "sac":
-                state["replay"] = ckpts.replay_state(run.replay)
-            elif run.ul is not None:
-                state["replay"] = [ckpts.replay_state(r) for r in run.ul.replays]
+        if envs := self.algo.envs(run):
+            state["envs"] = {name: ckpts.env_rng_state(env) for name, env in envs.items()}
+        if self.cfg.checkpoint_replay and (replays := self.algo.replays(run)):
+            state["replay"] = [ckpts.replay_state(r) for r in replays]
         path = ckpts.save(self.run_dir, run.step, state, self.info, self.cfg.keep_checkpoints)
         self.last_ckpt = run.step
         return path
@@ -241,8 +220,7 @@ class Session:
         self.logger.close()
         for env in self._envs.values():
             env.close()
-        if self.plan.algo == "sac":
-            self.run.close()  # its envs; with --sac.overlap-env also the train env's worker thread
+        self.algo.close(self.run)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -264,13 +242,14 @@ class Session:
         return out
 
 
-def restore(run: Any, state: dict[str, Any], algo: str) -> None:
+def restore(run: Any, state: dict[str, Any], algo: Algorithm) -> None:
     """Put a checkpoint's state back into a freshly built run (the process RNGs last)."""
     run.load_state_dict(state["run"])
+    envs = algo.envs(run)
     for name, env_state in state.get("envs", {}).items():
-        ckpts.set_env_rng_state(run.env if name == "train" else run.eval_env, env_state)
+        ckpts.set_env_rng_state(envs[name], env_state)
     if "replay" in state:
-        replays = [run.replay] if algo == "sac" else (run.ul.replays if run.ul is not None else [])
+        replays = algo.replays(run)
         saved = state["replay"] if isinstance(state["replay"], list) else [state["replay"]]
         for replay, replay_state in zip(replays, saved, strict=True):
             ckpts.load_replay_state(replay, replay_state)
@@ -295,17 +274,22 @@ def print_summary(s: dict[str, Any], run_dir: Path) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
-def start_session(cfg: TrainConfig, plan: Plan, run_dir: Path) -> Session:
-    """Build the run (restored from its latest checkpoint when resuming) and its session."""
+def start_session(cfg: Any, plan: Plan, run_dir: Path, resumed: Resumed | None = None) -> Session:
+    """Build the run (restored from its latest checkpoint when ``resumed``) and its session."""
     saved_session = None
-    if cfg.resume:
+    if resumed is not None:
         info = ckpts.read_run_info(run_dir)
         ckpt = ckpts.load(run_dir, info)
         # The checkpoint holds every weight, so the run is rebuilt around a blank conv of the saved shape.
         run = build(plan, ConvEncoder(info.encoder_arch, info.obs_shape))  # type: ignore[arg-type]
-        restore(run, ckpt.state, plan.algo)
+        restore(run, ckpt.state, plan.algorithm)
         saved_session = ckpt.state.get("session")
         print(f"resuming {run_dir} at step {run.step} from {ckpt.path.name}", file=sys.stderr)
+        if resumed.changes:
+            info = resumed.run_info(info, run.step)
+            ckpts.write_run_info(run_dir, info)
+            listing = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in resumed.changes.items())
+            print(f"changed on resume: {listing} (recorded in {run_dir / ckpts.RUN_INFO})", file=sys.stderr)
     else:
         run = build(plan)
         info = describe_run(cfg, plan, run)
@@ -317,29 +301,18 @@ def start_session(cfg: TrainConfig, plan: Plan, run_dir: Path) -> Session:
 def train_session(session: Session) -> int:
     """Train to the end (or --stop-after), then write and print the summary; returns the exit code."""
     run, run_dir = session.run, session.run_dir
+    resume = shlex.join(["atcrl", "train", "--resume", str(run_dir)])
     try:
         with session.ctrl_c:
-            if session.plan.algo == "sac":
-                from atcrl.train.sac_loop import train
-
-                train(run, on_metrics=session.on_metrics, on_checkpoint=session.after_sac_evaluation)
-            else:
-                from atcrl.train.ppo_loop import train
-
-                train(run, on_metrics=session.on_metrics, on_iteration=session.after_ppo_iteration)
+            session.algo.train(run, session)
     except StopRequested:
         why = "Ctrl-C" if session.ctrl_c.requested else "--stop-after"
-        print(f"stopped at step {run.step} ({why}); continue with `atcrl train --resume {run_dir}`", file=sys.stderr)
+        print(f"stopped at step {run.step} ({why}); continue with `{resume}`", file=sys.stderr)
     except FloatingPointError as e:
-        last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
-        where = (f"the last good checkpoint is {last} (nothing after it was saved); `atcrl train --resume "
-                 f"{run_dir}` retries from it") if last else "no checkpoint was written before it"
-        raise Diverged(f"{e} (at agent step {run.step}); {where}. Lower the learning rates or check the "
-                       "rewards and observations for NaN/inf") from e
+        raise Diverged(divergence_message(e, session)) from e
     except KeyboardInterrupt:
         last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
-        print(f"\ninterrupted at step {run.step}; continue from {last} with `atcrl train --resume {run_dir}`",
-              file=sys.stderr)
+        print(f"\ninterrupted at step {run.step}; continue from {last} with `{resume}`", file=sys.stderr)
         return 130
     finally:
         session.close()
@@ -347,3 +320,16 @@ def train_session(session: Session) -> int:
     atomic_write(run_dir / "summary.json", lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
     print_summary(summary, run_dir)
     return 0
+
+
+def divergence_message(error: Exception, session: Session) -> str:
+    """What went wrong, where the last good checkpoint is, and a command that retries from it with lower
+    learning rates."""
+    run_dir, step = session.run_dir, session.run.step
+    last = latest_checkpoint(run_dir / ckpts.CKPT_DIR)
+    if last is None:
+        return (f"{error} (at agent step {step}); no checkpoint was written before it. Lower the learning rates "
+                "or check the rewards and observations for NaN/inf")
+    return (f"{error} (at agent step {step}); the last good checkpoint is {last} (nothing after it was saved). "
+            f"Retry from it with lower learning rates: `{retry_command(session.plan, run_dir)}`, or check the "
+            "rewards and observations for NaN/inf")

@@ -1,0 +1,288 @@
+"""The agent families `atcrl train` knows, one object each, and the registry every command dispatches on.
+
+An ``Algorithm`` is what the CLI, the session, checkpoints, evaluation, collection and export need to know
+about one agent family: its loop config class and presets, how to build and train a run, the run's
+replays and envs, where the conv lies in the agent's state and which counter counts its updates, and how
+the agent acts. Nothing outside this module asks which agent a run uses.
+
+Adding an agent (PPO-LSTM, say): write its loop module (config, ``build_run``, ``train``), an
+``Algorithm`` for it here or beside its loop, and one line in ``ALGORITHMS``; its presets come with it and
+`atcrl train` gains a ``--<name>.*`` group for its loop config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from atcrl.data.replay import Replay
+from atcrl.fastpath import prepare_module
+from atcrl.nets.encoders import ConvEncoder
+from atcrl.presets import RL_PRESETS, RLPreset
+from atcrl.rl.modes import EncoderMode
+from atcrl.rl.ppo import ActorCritic, PPOAgent
+from atcrl.rl.sac import SACAgent
+from atcrl.train import ppo_loop, sac_loop
+from atcrl.train.overrides import overrides_of
+
+Actor = Callable[[np.ndarray], Any]
+"""Stacked uint8 observation [k * C, H, W] -> action (an int for discrete envs, a float array otherwise)."""
+
+TRAIN_OWNS = ("env", "steps", "seed", "device", "encoder_path", "eval_every", "eval_episodes")
+"""Loop-config fields `atcrl train` sets with its own flags (one for every agent), so no ``--<agent>.*``
+flag repeats them. Every loop config has env, steps, seed, device, encoder_path, image_size, frame_stack
+and fast; eval_every and eval_episodes only where the loop evaluates itself."""
+
+
+class TrainHooks(Protocol):
+    """What the session offers a loop while it trains (``Algorithm.train`` calls these)."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Record metrics reported at agent step ``step``."""
+
+    def evaluate(self, step: int, final: bool) -> None:
+        """Evaluate here when due, for loops that do not evaluate themselves (``final``: the last step)."""
+
+    def video(self, step: int) -> None:
+        """Record an evaluation video when due."""
+
+    def safe_point(self, step: int) -> None:
+        """Between agent steps, with the run consistent: checkpoint when due, and stop here when asked
+        (Ctrl-C, --stop-after) by raising."""
+
+
+class Algorithm(Protocol):
+    """One agent family, as every command sees it."""
+
+    name: str
+    """Registry key, config.json's "algo" and the CLI group (``--sac.*``)."""
+    discrete: bool
+    """Whether it acts in discrete action spaces (else continuous ones)."""
+    config_cls: type
+    """Its loop config (a frozen dataclass; resumable fields marked with atcrl.resumable)."""
+    agent_cls: type
+    """Its agent: an ``nn.Module`` whose state is {"modules": weights, optimizers, counters}."""
+    presets: Mapping[str, RLPreset]
+    """The presets that train it."""
+    loop_evaluates: bool
+    """The loop evaluates itself (config eval_every / eval_episodes); else the session does."""
+    encoder_key: str
+    """Prefix of the conv's weights in the agent's ``state_dict()["modules"]``."""
+    updates_key: str
+    """The agent-state counter of gradient updates."""
+    lr_fields: tuple[str, ...]
+    """Learning-rate fields as CLI paths inside the group (``agent.q_lr``), for the advice after a divergence."""
+
+    @property
+    def overrides(self) -> type | None:
+        """The ``--<name>.*`` flags: an ``overrides_of(config_cls)`` class, or None for no flags."""
+
+    def base_config(self, env: str) -> Any:
+        """The loop config presets are applied on: the paper's defaults for ``env``."""
+
+    def total_steps(self, loop: Any) -> int:
+        """Agent steps the run takes in all."""
+
+    def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
+        """A fresh run (envs, agent, replays) with ``step``, ``cfg``, ``agent``, ``env``, ``process`` and
+        ``state_dict`` / ``load_state_dict``."""
+
+    def train(self, run: Any, hooks: TrainHooks) -> None:
+        """Train the run to its end, calling ``hooks`` (metrics, evaluation, videos, safe points)."""
+
+    def replays(self, run: Any) -> list[Replay]:
+        """The run's replays (checkpointed on request)."""
+
+    def envs(self, run: Any) -> dict[str, Any]:
+        """Envs whose reset RNGs a checkpoint keeps, by name."""
+
+    def close(self, run: Any) -> None:
+        """Release what the run holds (envs, worker threads)."""
+
+    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
+        """(the agent's conv, the stacked observation shape, the action count or size)."""
+
+    def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
+        """A fresh agent of the run's architecture, on the run's fast path, ready for ``load_state_dict``."""
+
+    def actor(self, agent: Any, *, explore: bool, generator: torch.Generator | None) -> Actor:
+        """obs -> action: deterministic, or (``explore``) sampled from the policy."""
+
+    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
+        """Whether a UL objective trained the conv of a run with this (plain) loop config."""
+
+
+def presets_of(name: str) -> dict[str, RLPreset]:
+    """The presets of atcrl.presets that train agent ``name``."""
+    return {k: p for k, p in RL_PRESETS.items() if p.algo == name}
+
+
+def cli_overrides(algo: Algorithm, example_preset: str) -> type:
+    """The ``--<name>.*`` flags of a loop config, with ``example_preset``'s values shown in --help."""
+    p = algo.presets[example_preset]
+    example = dataclasses.replace(algo.base_config(p.env), **p.settings)
+    # The agent's own hyperparameter block is called ``agent`` on the command line (--sac.agent.q-lr).
+    return overrides_of(algo.config_cls, exclude=TRAIN_OWNS, rename={algo.name: "agent"}, example=example,
+                        example_name=example_preset)
+
+
+class SAC:
+    """Soft actor-critic for continuous actions (atcrl.train.sac_loop)."""
+
+    name: ClassVar[str] = "sac"
+    discrete: ClassVar[bool] = False
+    config_cls: ClassVar[type] = sac_loop.SACLoopConfig
+    agent_cls: ClassVar[type] = SACAgent
+    loop_evaluates: ClassVar[bool] = True
+    encoder_key: ClassVar[str] = "encoder."
+    updates_key: ClassVar[str] = "updates"
+    lr_fields: ClassVar[tuple[str, ...]] = ("agent.q_lr", "agent.pi_lr")
+
+    def __init__(self) -> None:
+        self.presets = presets_of(self.name)
+        self.overrides = cli_overrides(self, "dmc-atc")
+
+    def base_config(self, env: str) -> Any:
+        return sac_loop.paper_config(env)
+
+    def total_steps(self, loop: Any) -> int:
+        return loop.steps
+
+    def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
+        return sac_loop.build_run(loop, encoder=encoder)
+
+    def train(self, run: Any, hooks: TrainHooks) -> None:
+        every, total = run.cfg.eval_every, run.cfg.steps
+
+        def evaluates_after(step: int) -> bool:
+            """The loop evaluates right after this step: its safe point waits for after the evaluation, so
+            that the checkpoint records the evaluation as done and a resumed run does not repeat it."""
+            return step >= total or bool(every and step % every == 0)
+
+        def on_step(r: Any) -> None:
+            if not evaluates_after(r.step):
+                hooks.safe_point(r.step)
+
+        def after_evaluation(r: Any) -> None:
+            hooks.video(r.step)
+            hooks.safe_point(r.step)
+
+        sac_loop.train(run, on_metrics=hooks.on_metrics, on_checkpoint=after_evaluation, on_step=on_step)
+
+    def replays(self, run: Any) -> list[Replay]:
+        return [run.replay]
+
+    def envs(self, run: Any) -> dict[str, Any]:
+        return {"train": run.env, "eval": run.eval_env}
+
+    def close(self, run: Any) -> None:
+        run.close()  # its envs; with --sac.overlap-env also the train env's worker thread
+
+    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
+        return run.agent.encoder, tuple(run.env.observation_space.shape), int(np.prod(run.env.action_space.shape))
+
+    def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
+        latent = loop.mode is EncoderMode.frozen and loop.latent_replay
+        agent = SACAgent(encoder, action_dim, loop.mode, loop.sac, latent_obs=latent, latent_dtype=loop.latent_dtype,
+                         device=device, fast=loop.fast)
+        return prepare_module(agent, loop.fast)
+
+    def actor(self, agent: Any, *, explore: bool, generator: torch.Generator | None) -> Actor:
+        def act(obs: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(obs))
+            if agent.latent_obs:  # the frozen conv's output is what this agent acts on
+                x = agent.latent(x[None])[0]
+            return agent.act(x, "sample" if explore else "deterministic", generator)
+        return act
+
+    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
+        return loop["mode"] == EncoderMode.decoupled.value
+
+
+class PPO:
+    """PPO for discrete actions on vector envs, optionally with online UL (atcrl.train.ppo_loop)."""
+
+    name: ClassVar[str] = "ppo"
+    discrete: ClassVar[bool] = True
+    config_cls: ClassVar[type] = ppo_loop.PPOLoopConfig
+    agent_cls: ClassVar[type] = PPOAgent
+    loop_evaluates: ClassVar[bool] = False
+    encoder_key: ClassVar[str] = "net.encoder."
+    updates_key: ClassVar[str] = "gradient_steps"
+    lr_fields: ClassVar[tuple[str, ...]] = ("agent.lr",)
+
+    def __init__(self) -> None:
+        self.presets = presets_of(self.name)
+        self.overrides = cli_overrides(self, "atari-ppo-atc")
+
+    def base_config(self, env: str) -> Any:
+        return ppo_loop.PPOLoopConfig(env=env)
+
+    def total_steps(self, loop: Any) -> int:
+        return loop.iterations * loop.batch_steps
+
+    def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
+        return ppo_loop.build_run(loop, encoder=encoder)
+
+    def train(self, run: Any, hooks: TrainHooks) -> None:
+        def on_iteration(r: Any) -> None:
+            hooks.evaluate(r.step, r.iteration >= r.cfg.iterations)
+            hooks.video(r.step)
+            hooks.safe_point(r.step)
+
+        ppo_loop.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
+
+    def replays(self, run: Any) -> list[Replay]:
+        return list(run.ul.replays) if run.ul is not None else []
+
+    def envs(self, run: Any) -> dict[str, Any]:
+        return {}  # a resumed run starts fresh episodes from seeds of its iteration
+
+    def close(self, run: Any) -> None:
+        run.stop_ul_thread()
+
+    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
+        return run.agent.net.encoder, tuple(run.env.single_observation_space.shape), run.agent.net.n_actions
+
+    def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
+        agent = PPOAgent(ActorCritic(encoder, action_dim, loop.ppo.hidden), loop.mode, loop.ppo, device, fast=loop.fast)
+        prepare_module(agent.net, loop.fast)
+        return agent
+
+    def actor(self, agent: Any, *, explore: bool, generator: torch.Generator | None) -> Actor:
+        def act(obs: np.ndarray) -> int:
+            out = agent.act(torch.from_numpy(np.ascontiguousarray(obs))[None], greedy=not explore, generator=generator)
+            return int(out.action[0])
+        return act
+
+    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
+        return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
+
+
+ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO()}
+"""Every agent family, by name. A new agent is one more line here."""
+
+
+def algorithm(name: str) -> Algorithm:
+    """The agent family ``name``; ValueError listing the known ones."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown agent {name!r}; this atcrl trains {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+def algorithm_of(agent: Any) -> Algorithm:
+    """The family of an agent object."""
+    for algo in ALGORITHMS.values():
+        if isinstance(agent, algo.agent_cls):
+            return algo
+    raise TypeError(f"{type(agent).__name__} is not the agent of any registered algorithm")
+
+
+def train_presets() -> dict[str, RLPreset]:
+    """Every preset of every registered agent, by name."""
+    return {name: p for algo in ALGORITHMS.values() for name, p in algo.presets.items()}
