@@ -75,8 +75,11 @@ class Algorithm(Protocol):
     """Prefix of the conv's weights in the agent's ``state_dict()["modules"]``."""
     updates_key: str
     """The agent-state counter of gradient updates."""
+    changeable: tuple[str, ...]
+    """Settings ``--allow-change`` may change on resume, as CLI paths inside the group (``agent.q_lr``): the
+    optimiser settings the restored run then uses (see ``after_restore``)."""
     lr_fields: tuple[str, ...]
-    """Learning-rate fields as CLI paths inside the group (``agent.q_lr``), for the advice after a divergence."""
+    """The learning rates among them, which the advice after a divergence halves."""
 
     @property
     def overrides(self) -> type | None:
@@ -91,6 +94,9 @@ class Algorithm(Protocol):
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         """A fresh run (envs, agent, replays) with ``step``, ``cfg``, ``agent``, ``env``, ``process`` and
         ``state_dict`` / ``load_state_dict``."""
+
+    def after_restore(self, run: Any) -> None:
+        """Re-apply the config's optimiser settings over those the checkpoint's optimizer state brought back."""
 
     def train(self, run: Any, hooks: TrainHooks) -> None:
         """Train the run to its end, calling ``hooks`` (metrics, evaluation, videos, safe points)."""
@@ -141,6 +147,10 @@ class SAC:
     loop_evaluates: ClassVar[bool] = True
     encoder_key: ClassVar[str] = "encoder."
     updates_key: ClassVar[str] = "updates"
+    # The agent reads its grad_clip and the UL its clip from the config each update; the Adam learning rates
+    # live in the optimizer state and are set again by after_restore.
+    changeable: ClassVar[tuple[str, ...]] = ("agent.q_lr", "agent.pi_lr", "agent.alpha_lr", "agent.grad_clip",
+                                             "ul_grad_clip")
     lr_fields: ClassVar[tuple[str, ...]] = ("agent.q_lr", "agent.pi_lr")
 
     def __init__(self) -> None:
@@ -155,6 +165,12 @@ class SAC:
 
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         return sac_loop.build_run(loop, encoder=encoder)
+
+    def after_restore(self, run: Any) -> None:
+        agent, cfg = run.agent, run.cfg.sac
+        for opt, lr in ((agent.critic_opt, cfg.q_lr), (agent.actor_opt, cfg.pi_lr), (agent.alpha_opt, cfg.alpha_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def train(self, run: Any, hooks: TrainHooks) -> None:
         every, total = run.cfg.eval_every, run.cfg.steps
@@ -214,6 +230,9 @@ class PPO:
     loop_evaluates: ClassVar[bool] = False
     encoder_key: ClassVar[str] = "net.encoder."
     updates_key: ClassVar[str] = "gradient_steps"
+    # PPOAgent.update reads all of these from its config (the learning rate is set on every update).
+    changeable: ClassVar[tuple[str, ...]] = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef",
+                                             "ul_grad_clip")
     lr_fields: ClassVar[tuple[str, ...]] = ("agent.lr",)
 
     def __init__(self) -> None:
@@ -228,6 +247,9 @@ class PPO:
 
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         return ppo_loop.build_run(loop, encoder=encoder)
+
+    def after_restore(self, run: Any) -> None:
+        pass  # nothing to do: see ``changeable``
 
     def train(self, run: Any, hooks: TrainHooks) -> None:
         def on_iteration(r: Any) -> None:

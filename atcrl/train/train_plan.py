@@ -251,6 +251,11 @@ def _allow_example(algo: Algorithm) -> str:
     return f"{algo.name}.{algo.lr_fields[0]}=3e-4" if algo.lr_fields else f"{algo.name}.NAME=VALUE"
 
 
+def _changeable(algo: Algorithm) -> str:
+    names = [f"{algo.name}.{c}" for c in algo.changeable]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else (names[0] if names else "no setting")
+
+
 def _allow_changes(cfg: Any, plan: Plan) -> tuple[Any, dict[str, tuple[str, ...]]]:
     """``cfg`` with the --allow-change values laid over its agent flags; and CLI key -> loop path of each."""
     algo = plan.algorithm
@@ -264,6 +269,8 @@ def _allow_changes(cfg: Any, plan: Plan) -> tuple[Any, dict[str, tuple[str, ...]
         if group != algo.name or flags is None:
             raise TrainError(f"--allow-change {item!r}: this run trains {algo.name.upper()}, so its settings are "
                              f"{algo.name}.*")
+        if rest.replace("-", "_") not in algo.changeable:
+            raise TrainError(f"--allow-change {item!r}: only {_changeable(algo)} may change on resume")
         try:
             path = config_path(type(flags), rest)
             value = parse_value(text.strip(), _get(plan.loop, path))
@@ -299,7 +306,7 @@ def resume_plan(cfg: Any) -> Resumed:
     if diffs:
         raise TrainError(f"cannot resume {run_dir} with different settings: {'; '.join(diffs)}. Resume with the "
                          "run's own settings (flags can be left out), start a new run with another --out, or change "
-                         f"an agent setting on purpose with --allow-change {_allow_example(plan.algorithm)}")
+                         f"{_changeable(plan.algorithm)} on purpose with --allow-change NAME=VALUE")
     loop_now = plain_config(plan.loop)
     changed = {".".join(p): [_get_plain(info.loop, p), _get_plain(loop_now, p)] for p in allowed.values()}
     changed = {k: v for k, v in changed.items() if v[0] != v[1]}
@@ -316,9 +323,7 @@ def retry_command(plan: Plan, run_dir: Path) -> str:
     """A command that resumes ``run_dir`` from its last checkpoint with halved learning rates (after a
     divergence), shell-quoted."""
     algo = plan.algorithm
-    words = ["atcrl", "train", "--resume", str(run_dir)]
     flags = _flags(TrainConfig(), algo)
-    for name in algo.lr_fields if flags is not None else ():
-        value = _get(plan.loop, config_path(type(flags), name))
-        words += ["--allow-change", f"{algo.name}.{name}={value / 2:g}"]
-    return shlex.join(words)
+    lowered = [f"{algo.name}.{name}={_get(plan.loop, config_path(type(flags), name)) / 2:g}"
+               for name in (algo.lr_fields if flags is not None else ())]
+    return shlex.join(["atcrl", "train", "--resume", str(run_dir), *(["--allow-change", *lowered] if lowered else [])])

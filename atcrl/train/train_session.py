@@ -245,6 +245,7 @@ class Session:
 def restore(run: Any, state: dict[str, Any], algo: Algorithm) -> None:
     """Put a checkpoint's state back into a freshly built run (the process RNGs last)."""
     run.load_state_dict(state["run"])
+    algo.after_restore(run)
     envs = algo.envs(run)
     for name, env_state in state.get("envs", {}).items():
         ckpts.set_env_rng_state(envs[name], env_state)
