@@ -136,7 +136,7 @@ def test_a_ppo_run_resumes_at_its_iteration(tmp_path, capsys):
     assert end["run"]["ul"]["updates"] > half["run"]["ul"]["updates"]
 
 
-def test_ctrl_c_checkpoints_at_the_next_step_boundary_and_exits_cleanly(tmp_path):
+def test_ctrl_c_checkpoints_after_the_current_step_and_exits_cleanly(tmp_path):
     run = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "atcrl.cli", "train", *SAC, "--steps", "2000", "--ckpt-every",
@@ -149,7 +149,7 @@ def test_ctrl_c_checkpoints_at_the_next_step_boundary_and_exits_cleanly(tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     state = final_state(run)
-    assert 100 <= state["step"] < 2000 and state["step"] % 50 == 0  # a log step: no half-done update
+    assert 100 <= state["step"] < 2000  # right after the step it arrived in (test_train_resume_rules pins which)
     assert f"stopped at step {state['step']} (Ctrl-C)" in err.decode() and b"agent steps" in out
 
 
