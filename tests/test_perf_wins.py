@@ -203,7 +203,7 @@ def test_apply_ul_loss_steps_exactly_like_clip_grad_norm(grad_clip):
 def test_sac_clipping_through_the_shared_helper_matches_clip_grad_norm(grad_clip):
     ours, reference = _sac(None, grad_clip=grad_clip), _sac(None, grad_clip=grad_clip)
 
-    def old_clip(opt):
+    def old_clip(opt, *, sync_free):
         params = [p for p in reference._params(opt) if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)
 
