@@ -40,8 +40,9 @@ import torch
 
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
-from atcrl.fastpath import FastPathConfig, configure_process, prepare_module
+from atcrl.fastpath import FastPathConfig, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.process import configure_process
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout

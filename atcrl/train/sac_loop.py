@@ -32,8 +32,9 @@ from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
 from atcrl.envs.meta import EnvMeta
 from atcrl.envs.threaded import ThreadedEnv
-from atcrl.fastpath import FastPathConfig, autocast, configure_process, prepare_module
+from atcrl.fastpath import FastPathConfig, autocast, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.process import configure_process
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import LatentDType, SACAgent, SACConfig
 from atcrl.train.online_ul import OnlineUL, build_objective, check_objective
