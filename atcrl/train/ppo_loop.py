@@ -267,7 +267,7 @@ class PPORun:
     episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """[num_envs] agent steps so far of each env's current episode."""
     process: dict[str, Any] = field(default_factory=dict)
-    """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
+    """What ``process.configure_process`` applied (threads, allocator), for logs and benchmarks."""
     ul_overlap: ULOverlap | None = None
     """With cfg.overlap_ul: the UL worker thread and what goes with it, made by the first overlapped
     iteration; ``stop_ul_thread`` ends the thread (``train`` does when it returns)."""

@@ -166,7 +166,7 @@ class SACRun:
     rng: np.random.Generator
     act_generator: torch.Generator
     process: dict[str, Any] = field(default_factory=dict)
-    """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
+    """What ``process.configure_process`` applied (threads, allocator), for logs and benchmarks."""
     step: int = 0
     """Agent steps taken."""
     episodes: int = 0
