@@ -103,16 +103,21 @@ def apply_ul_loss(
     The UL parameters' gradients are zeroed first, so a loss from ``loss_from_features`` (computed
     by an online RL loop) can be applied the same way as one from ``objective.loss``.
     """
-    if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(
-            f"{type(objective).__name__} loss is {loss.item()}: stopping before it corrupts the weights "
-            "(check the learning rate, the input scaling and the batch for NaN/inf)"
-        )
+    check_loss(objective, loss)
     lr = float(optimizer.param_groups[0]["lr"])  # the rate this update uses, before the schedule advances
     grad_norm = backward_step(objective, optimizer, loss, grad_clip)
     if scheduler is not None:
         scheduler.step()
     return {"ul/grad_norm": float(grad_norm), "ul/lr": lr}
+
+
+def check_loss(objective: Objective, loss: torch.Tensor) -> None:
+    """FloatingPointError if ``loss`` is NaN/inf (reads it: a device sync)."""
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(
+            f"{type(objective).__name__} loss is {loss.item()}: stopping before it corrupts the weights "
+            "(check the learning rate, the input scaling and the batch for NaN/inf)"
+        )
 
 
 def backward_step(
