@@ -134,7 +134,8 @@ def test_every_settings_section_has_one_table():
 
 
 def _deviation_ids() -> set[int]:
-    return {int(n) for n in re.findall(r"^- \*\*D(\d+)\.", "\n".join(_sections(SETTINGS)["Deviations"]), re.M)}
+    text = "\n".join(_sections(SETTINGS)["Deviations"])
+    return {int(n) for n in re.findall(r"^- \*\*D(\d+)\.", text, re.MULTILINE)}
 
 
 def test_deviation_markers_and_entries_match():
