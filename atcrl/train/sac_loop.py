@@ -49,7 +49,7 @@ __all__ = [
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 
-# Paper run lengths in agent steps after the warm-up (PAPER.md, "SAC for DMC").
+# Paper run lengths in agent steps after the warm-up (docs/reference-settings.md, "Online SAC + ATC for DMC").
 REFERENCE_STEPS = {"cartpole-swingup": 37_500, "ball_in_cup-catch": 75_000, "cheetah-run": 250_000,
                    "walker-walk": 250_000, "hopper-hop": 250_000}
 

@@ -68,8 +68,9 @@ class ATCConfig:
             raise ValueError(f"similarity must be 'contrast' or 'cosine', got {self.similarity!r}")
 
 
-# Paper settings (PAPER.md, "Settings"). Atari samples 32 sequences x 16 steps in the reference,
-# i.e. 512 (t, t+3) pairs per update; here that is 512 pairs drawn from the pair sampler.
+# Paper settings (docs/reference-settings.md, "Offline pretraining"). Atari: the reference samples 32
+# sequences x 16 steps, so an anchor's negatives include its own sequence's other steps; here the batch is
+# 512 independent (t, t+3) pairs from the pair sampler (deviation D1 there).
 ATC_PRESETS: dict[str, ATCConfig] = {
     "dmc": ATCConfig(),
     "atari": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1),
