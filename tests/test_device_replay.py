@@ -22,16 +22,15 @@ def _fill(capacity: int, frame_stack: int, seed: int, steps: int = 120):
     rng = np.random.default_rng(seed)
     host = Replay(capacity, FRAME, frame_stack=frame_stack, action_shape=(3,))
     dev = DeviceReplay(capacity, FRAME, frame_stack=frame_stack, action_shape=(3,))
-    frame = lambda: rng.integers(0, 255, FRAME, dtype=np.uint8)  # noqa: E731
     open_ = False
     for _ in range(steps):
         if not open_ or rng.random() < 0.03:  # a reset while open cuts the episode
-            f = frame()
+            f = rng.integers(0, 255, FRAME, dtype=np.uint8)
             host.add_first(f)
             dev.add_first(f)
             open_ = True
             continue
-        a, r, f = rng.normal(size=3).astype(np.float32), float(rng.normal()), frame()
+        a, r, f = rng.normal(size=3).astype(np.float32), float(rng.normal()), rng.integers(0, 255, FRAME, dtype=np.uint8)
         term, trunc = bool(rng.random() < 0.08), bool(rng.random() < 0.05)
         host.add_step(a, r, f, term, trunc)
         dev.add_step(a, r, f, term, trunc)

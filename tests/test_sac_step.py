@@ -23,6 +23,7 @@ from atcrl.data.device_replay import DeviceReplay
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import SACConfig
 from atcrl.train.sac_loop import build_run, train
+from atcrl.train import sac_step
 from atcrl.train.sac_step import SACStep
 from atcrl.ul.optim import apply_ul_loss
 
@@ -62,7 +63,7 @@ def no_host_reads():
             setattr(torch.Tensor, n, f)
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_step_equals_the_eager_composition_and_its_meter_averages_its_metrics():
     run = _filled()
     ref = copy.deepcopy(run)
@@ -126,29 +127,24 @@ def test_a_nan_is_caught_when_the_metrics_are_read():
         checked()
 
 
-def test_capture_refuses_the_host_replay():
+@pytest.fixture
+def capturing(monkeypatch):
+    """SACStep made as under CUDA capture (``captures`` true), on this CPU: its refusals come first."""
+    monkeypatch.setattr(sac_step, "captures", lambda cfg, device: True)
+    return SACStep
+
+
+def test_capture_refuses_the_host_replay(capturing):
     run = _filled(dataclasses.replace(DECOUPLED, device_replay=False))
     with pytest.raises(ValueError, match="device_replay"):
-        _init_capturing(run)
+        capturing(run)
 
 
-def _init_capturing(run):
-    """SACStep.__init__ as under CUDA capture (``captures`` true), on this CPU."""
-    import atcrl.train.sac_step as sac_step
-
-    real = sac_step.captures
-    sac_step.captures = lambda cfg, device: True
-    try:
-        return SACStep(run)
-    finally:
-        sac_step.captures = real
-
-
-def test_capture_refuses_a_ul_batch_of_its_own():
+def test_capture_refuses_a_ul_batch_of_its_own(capturing):
     run = _filled(dataclasses.replace(DECOUPLED, ul_batch_size=16))
     assert not run.reuses_rl_batch
     with pytest.raises(ValueError, match="samples its own"):
-        _init_capturing(run)
+        capturing(run)
 
 
 def test_a_run_with_its_replay_on_the_device_learns_tiny_point():
