@@ -22,8 +22,8 @@ from test_sac import POINT, SMALL, random_policy_return
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import SACConfig
-from atcrl.train.sac_loop import build_run, train
 from atcrl.train import sac_step
+from atcrl.train.sac_loop import build_run, train
 from atcrl.train.sac_step import SACStep
 from atcrl.ul.optim import apply_ul_loss
 
