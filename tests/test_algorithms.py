@@ -130,6 +130,9 @@ class Toy:
     def after_restore(self, run: ToyRun) -> None:
         pass
 
+    def check_finite(self, run: ToyRun) -> None:
+        pass
+
     def train(self, run: ToyRun, hooks: Any) -> None:
         while run.step < run.cfg.steps:
             if run.obs is None:

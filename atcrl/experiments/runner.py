@@ -18,7 +18,7 @@ are skipped; independent steps still run; the run's exit code is then 1.
 --jobs N runs up to N ready steps at once, in plan order. Every subprocess may use at most
 usable cores // N intra-op threads (OMP_NUM_THREADS and MKL_NUM_THREADS, unless OMP_NUM_THREADS is
 already set in the environment), and within that cap it takes only the cores that are idle when it
-starts (``fastpath.resolve_threads``): threads waiting for each other's cores ran up to 30x slower
+starts (``process.resolve_threads``): threads waiting for each other's cores ran up to 30x slower
 than one thread on a shared CPU, while on idle cores two threads ran agents 1.5-1.8x faster than one.
 """
 

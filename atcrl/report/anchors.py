@@ -1,7 +1,8 @@
 """The paper's reference numbers for DMC, as data, so reports can put them beside our runs.
 
-Source: PAPER.md, "Anchor numbers": CURL and DrQ final returns (mean ± std over seeds) after 100k
-and 500k environment steps (agent steps × action repeat); the 500k numbers are given without a std.
+Source: docs/reference-settings.md, "Anchor numbers": CURL and DrQ final returns (mean ± std over
+seeds) after 100k and 500k environment steps (agent steps × action repeat); the 500k numbers are
+given without a std.
 The ATC paper itself reports learning curves; these two baselines are the published tables it is
 usually read against.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCE = "PAPER.md, 'Anchor numbers' (CURL and DrQ at 100k / 500k env steps, mean ± std over seeds)"
+SOURCE = ("docs/reference-settings.md, 'Anchor numbers' (CURL and DrQ at 100k / 500k env steps, "
+          "mean ± std over seeds)")
 TASKS = ("finger-spin", "cartpole-swingup", "reacher-easy", "cheetah-run", "walker-walk", "ball_in_cup-catch")
 
 

@@ -98,6 +98,9 @@ class Algorithm(Protocol):
     def after_restore(self, run: Any) -> None:
         """Re-apply the config's optimiser settings over those the checkpoint's optimizer state brought back."""
 
+    def check_finite(self, run: Any) -> None:
+        """Raise FloatingPointError for a NaN/inf the loop has not read back yet (called before a checkpoint)."""
+
     def train(self, run: Any, hooks: TrainHooks) -> None:
         """Train the run to its end, calling ``hooks`` (metrics, evaluation, videos, safe points)."""
 
@@ -169,8 +172,12 @@ class SAC:
     def after_restore(self, run: Any) -> None:
         agent, cfg = run.agent, run.cfg.sac
         for opt, lr in ((agent.critic_opt, cfg.q_lr), (agent.actor_opt, cfg.pi_lr), (agent.alpha_opt, cfg.alpha_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for group in opt.param_groups:  # a captured step reads a device-tensor rate: write into it
+                group["lr"] = group["lr"].fill_(lr) if torch.is_tensor(group["lr"]) else lr
+
+    def check_finite(self, run: Any) -> None:
+        if run._step is not None:  # captured updates report a NaN only when asked
+            run._step.check_finite()
 
     def train(self, run: Any, hooks: TrainHooks) -> None:
         every, total = run.cfg.eval_every, run.cfg.steps
@@ -250,6 +257,9 @@ class PPO:
 
     def after_restore(self, run: Any) -> None:
         pass  # nothing to do: see ``changeable``
+
+    def check_finite(self, run: Any) -> None:
+        pass  # every PPO loss is checked as it is computed
 
     def train(self, run: Any, hooks: TrainHooks) -> None:
         def on_iteration(r: Any) -> None:

@@ -50,10 +50,11 @@ from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
 from atcrl.encoder_io import export_encoder
-from atcrl.fastpath import FastPathConfig, autocast, configure_process, describe, prepare_module
+from atcrl.fastpath import FastPathConfig, autocast, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
+from atcrl.process import configure_process
 from atcrl.progress import Progress
 from atcrl.resumable import RESUMABLE, resumable_fields
 from atcrl.train.config_args import parse_overrides

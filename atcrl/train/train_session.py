@@ -196,6 +196,7 @@ class Session:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> Path:
         run = self.run
+        self.algo.check_finite(run)  # a NaN the loop has not read back yet must not be checkpointed
         state: dict[str, Any] = {"run": run.state_dict(), "step": run.step, "rng": rng_state(),
                                  "session": self.session_state()}
         if not _finite_tensors(state["run"]):
