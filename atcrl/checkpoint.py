@@ -30,7 +30,6 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
-    "atomic_write",
     "checkpoint_path",
     "config_differences",
     "latest_checkpoint",

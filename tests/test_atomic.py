@@ -8,7 +8,6 @@ import stat
 import pytest
 
 from atcrl.atomic import TEMP_SUFFIX, atomic_write
-from atcrl.checkpoint import atomic_write as checkpoint_atomic_write
 from atcrl.data.dataset_files import atomic_write as dataset_atomic_write
 
 
@@ -43,9 +42,9 @@ def test_parents_and_mode_options(tmp_path):
 
 
 def test_callers_keep_their_policies(tmp_path):
-    # Checkpoint-side writes create their directory; dataset writes are world-readable and need
-    # the dataset directory to exist.
-    ck = checkpoint_atomic_write(tmp_path / "run" / "c.json", lambda f: f.write(b"{}"))
+    # Run-side writes (checkpoints, config.json) create their directory; dataset writes are world-readable
+    # and need the dataset directory to exist.
+    ck = atomic_write(tmp_path / "run" / "c.json", lambda f: f.write(b"{}"))
     assert ck.read_bytes() == b"{}"
     with pytest.raises(FileNotFoundError):
         dataset_atomic_write(tmp_path / "nodir" / "meta.json", lambda f: f.write(b"{}"))

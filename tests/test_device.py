@@ -28,10 +28,3 @@ def test_cuda_without_a_gpu_is_refused_up_front():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bare_cuda_means_the_local_gpu():
     assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
-
-
-def test_loops_share_the_one_resolver():
-    from atcrl.train import distributed, ppo_loop, probe_cli, sac_loop
-
-    assert sac_loop.resolve_device is resolve_device and distributed.resolve_device is resolve_device
-    assert ppo_loop.resolve_device is resolve_device and probe_cli.resolve_device is resolve_device

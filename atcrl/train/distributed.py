@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from atcrl.data.batches import PairBatch, SequenceBatch
-from atcrl.device import resolve_device  # moved to atcrl.device; re-exported for existing importers
 from atcrl.ul.base import Objective
 
-__all__ = ["Dist", "average_metrics", "init_distributed", "resolve_device", "wrap_for_ddp"]
+__all__ = ["Dist", "average_metrics", "init_distributed", "wrap_for_ddp"]
 
 
 @dataclass(frozen=True)

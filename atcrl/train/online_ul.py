@@ -7,9 +7,7 @@ one, PPO one per env), runs its updates on the fast path, and reads and writes i
 checkpoint state.
 
 Checkpoint layout (a run's state): ``"objective"`` holds the objective's weights (momentum targets
-included) and ``"ul"`` holds {"optimizer", "scheduler", "updates"}. States written before this module
-existed are migrated on load: SAC kept the optimizer and schedule as "ul_optimizer" / "ul_scheduler"
-beside "objective"; PPO kept everything, the objective included, under "ul".
+included) and ``"ul"`` holds {"optimizer", "scheduler", "updates"}.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.ul.base import Objective
 from atcrl.ul.optim import ULOptimConfig, backward_step, check_loss, lr_factor, make_ul_optimizer, ul_step
 
-__all__ = ["OnlineUL", "build_objective", "migrate_state"]
+__all__ = ["OnlineUL", "build_objective"]
 
 
 def build_objective(
@@ -151,25 +149,13 @@ class OnlineUL:
                        "updates": self.updates}}
 
     def load_state_dict(self, run_state: dict[str, Any]) -> None:
-        """Restore from a run's state, of this layout or of an earlier one (``migrate_state``)."""
-        state = migrate_state(run_state)
-        self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["ul"]["optimizer"])
-        self.scheduler.load_state_dict(state["ul"]["scheduler"])
-        self.updates = int(state["ul"]["updates"])
+        """Restore from a run's state (see the module doc)."""
+        if "objective" not in run_state or not isinstance(run_state.get("ul"), dict):
+            raise KeyError("this run state holds no online-UL state (no 'objective' and 'ul' entries): "
+                           "was it written by a run without UL?")
+        ul = run_state["ul"]
+        self.objective.load_state_dict(run_state["objective"])
+        self.optimizer.load_state_dict(ul["optimizer"])
+        self.scheduler.load_state_dict(ul["scheduler"])
+        self.updates = int(ul["updates"])
 
-
-def migrate_state(run_state: dict[str, Any]) -> dict[str, Any]:
-    """A run state's UL entries in the current layout, from the current or an earlier one (see the module doc)."""
-    if "ul_optimizer" in run_state:  # SAC before online_ul: one UL update per scheduler step
-        scheduler = run_state["ul_scheduler"]
-        return {"objective": run_state["objective"],
-                "ul": {"optimizer": run_state["ul_optimizer"], "scheduler": scheduler,
-                       "updates": int(scheduler["last_epoch"])}}
-    ul = run_state.get("ul")
-    if isinstance(ul, dict) and "objective" in ul:  # PPO before online_ul: everything under "ul"
-        return {"objective": ul["objective"], "ul": {k: v for k, v in ul.items() if k != "objective"}}
-    if "objective" not in run_state or not isinstance(ul, dict):
-        raise KeyError("this run state holds no online-UL state (no 'objective' and 'ul' entries): "
-                       "was it written by a run without UL?")
-    return {"objective": run_state["objective"], "ul": ul}

@@ -49,6 +49,7 @@ from atcrl.checkpoint import (
 from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
+from atcrl.device import resolve_device
 from atcrl.encoder_io import export_encoder
 from atcrl.fastpath import FastPathConfig, autocast, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
@@ -58,7 +59,7 @@ from atcrl.process import configure_process
 from atcrl.progress import Progress
 from atcrl.resumable import RESUMABLE, resumable_fields
 from atcrl.train.config_args import parse_overrides
-from atcrl.train.distributed import Dist, average_metrics, init_distributed, resolve_device, wrap_for_ddp
+from atcrl.train.distributed import Dist, average_metrics, init_distributed, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
 from atcrl.ul.base import Objective, SamplingNeed
 from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, trainable_parameters

@@ -44,7 +44,6 @@ from atcrl.ul.optim import ULOptimConfig
 
 __all__ = [
     "REFERENCE_STEPS", "MetricsHook", "SACLoopConfig", "SACRun", "build_run", "evaluate", "paper_config",
-    "resolve_device",  # moved to atcrl.device; re-exported for existing importers
     "train", "train_sac", "update",
 ]
 
