@@ -140,25 +140,27 @@ def cli_overrides(algo: Algorithm, example_preset: str) -> type:
                         example_name=example_preset)
 
 
-class SAC:
-    """Soft actor-critic for continuous actions (atcrl.train.sac_loop)."""
+class _Registered:
+    """What SAC and PPO set up alike: their presets (atcrl.presets) and their ``--<name>.*`` flags."""
 
-    name: ClassVar[str] = "sac"
-    discrete: ClassVar[bool] = False
-    config_cls: ClassVar[type] = sac_loop.SACLoopConfig
-    agent_cls: ClassVar[type] = SACAgent
-    loop_evaluates: ClassVar[bool] = True
-    encoder_key: ClassVar[str] = "encoder."
-    updates_key: ClassVar[str] = "updates"
-    # The agent reads its grad_clip and the UL its clip from the config each update; the Adam learning rates
-    # live in the optimizer state and are set again by after_restore.
-    changeable: ClassVar[tuple[str, ...]] = ("agent.q_lr", "agent.pi_lr", "agent.alpha_lr", "agent.grad_clip",
-                                             "ul_grad_clip")
-    lr_fields: ClassVar[tuple[str, ...]] = ("agent.q_lr", "agent.pi_lr")
+    name: ClassVar[str]
+    example_preset: ClassVar[str]
+    """The preset whose values the flags' --help shows."""
 
     def __init__(self) -> None:
         self.presets = presets_of(self.name)
-        self.overrides = cli_overrides(self, "dmc-atc")
+        self.overrides = cli_overrides(self, self.example_preset)
+
+
+class SAC(_Registered):
+    """Soft actor-critic for continuous actions (atcrl.train.sac_loop)."""
+
+    name, example_preset, discrete, loop_evaluates = "sac", "dmc-atc", False, True
+    config_cls, agent_cls, encoder_key, updates_key = sac_loop.SACLoopConfig, SACAgent, "encoder.", "updates"
+    # The agent reads its grad_clip and the UL its clip from the config each update; the Adam learning rates
+    # live in the optimizer state and are set again by after_restore.
+    changeable = ("agent.q_lr", "agent.pi_lr", "agent.alpha_lr", "agent.grad_clip", "ul_grad_clip")
+    lr_fields = ("agent.q_lr", "agent.pi_lr")
 
     def base_config(self, env: str) -> Any:
         return sac_loop.paper_config(env)
@@ -227,24 +229,14 @@ class SAC:
         return loop["mode"] == EncoderMode.decoupled.value
 
 
-class PPO:
+class PPO(_Registered):
     """PPO for discrete actions on vector envs, optionally with online UL (atcrl.train.ppo_loop)."""
 
-    name: ClassVar[str] = "ppo"
-    discrete: ClassVar[bool] = True
-    config_cls: ClassVar[type] = ppo_loop.PPOLoopConfig
-    agent_cls: ClassVar[type] = PPOAgent
-    loop_evaluates: ClassVar[bool] = False
-    encoder_key: ClassVar[str] = "net.encoder."
-    updates_key: ClassVar[str] = "gradient_steps"
+    name, example_preset, discrete, loop_evaluates = "ppo", "atari-ppo-atc", True, False
+    config_cls, agent_cls, encoder_key, updates_key = ppo_loop.PPOLoopConfig, PPOAgent, "net.encoder.", "gradient_steps"
     # PPOAgent.update reads all of these from its config (the learning rate is set on every update).
-    changeable: ClassVar[tuple[str, ...]] = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef",
-                                             "ul_grad_clip")
-    lr_fields: ClassVar[tuple[str, ...]] = ("agent.lr",)
-
-    def __init__(self) -> None:
-        self.presets = presets_of(self.name)
-        self.overrides = cli_overrides(self, "atari-ppo-atc")
+    changeable = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef", "ul_grad_clip")
+    lr_fields = ("agent.lr",)
 
     def base_config(self, env: str) -> Any:
         return ppo_loop.PPOLoopConfig(env=env)
