@@ -9,12 +9,14 @@ the RL presets is one more dataclass and dict, with no change to the existing on
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from atcrl.nets.encoders import EncoderName
 from atcrl.rl.modes import EncoderMode
+from atcrl.train.ppo_loop import PPOLoopConfig
+from atcrl.train.sac_loop import paper_config
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 from atcrl.ul.optim import ULOptimConfig
 
@@ -55,12 +57,7 @@ def pretrain_preset(name: str) -> PretrainPreset:
 
 @dataclass(frozen=True)
 class RLPreset:
-    """One online-RL setting of the paper: which agent, the default env and the loop fields it sets.
-
-    ``settings`` are applied on top of the agent loop's paper defaults for the chosen env
-    (SAC: ``sac_loop.paper_config(env)``, which also picks the task's run length and cheetah's
-    batch/lr; PPO: ``PPOLoopConfig(env=env)``), so a preset states only how it differs.
-    """
+    """One online-RL setting of the paper: which agent, the default env and the loop config it trains with."""
 
     algo: str
     """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" for discrete ones."""
@@ -68,8 +65,10 @@ class RLPreset:
     """Env used when --env is not given."""
     summary: str
     """One line for --help and error messages."""
-    settings: Mapping[str, Any]
-    """Loop-config fields (SACLoopConfig / PPOLoopConfig) this preset sets."""
+    config: Callable[[str], Any]
+    """env -> the complete loop config (SACLoopConfig / PPOLoopConfig) of this setting for that env: the
+    agent's paper defaults for the env (SAC: ``paper_config``, with the task's run length and cheetah's
+    batch and learning rates) with this setting's fields replaced."""
     needs_encoder: bool = False
     """The setting starts from a pretrained encoder (--encoder FILE is required)."""
 
@@ -78,29 +77,33 @@ SAC_LOG_EVERY = 100
 """Agent steps between SAC metric records, which also refresh the progress display: at CPU update
 rates the loop's default of 1000 steps would leave the display unchanged for many minutes."""
 
+
 RL_PRESETS: dict[str, RLPreset] = {
     "dmc-atc": RLPreset("sac", "dmc:cartpole-swingup",
                         "decoupled: ATC alone trains the conv, SAC sees detached features (DMC online)",
-                        {"mode": EncoderMode.decoupled, "ul": "atc", "log_every": SAC_LOG_EVERY}),
+                        lambda env: replace(paper_config(env), mode=EncoderMode.decoupled, ul="atc",
+                                            log_every=SAC_LOG_EVERY)),
     "dmc-rad": RLPreset("sac", "dmc:cartpole-swingup",
                         "end-to-end RAD-SAC: the critic loss trains the conv, with random shift",
-                        {"mode": EncoderMode.end_to_end, "log_every": SAC_LOG_EVERY}),
+                        lambda env: replace(paper_config(env), mode=EncoderMode.end_to_end, log_every=SAC_LOG_EVERY)),
     "dmc-frozen": RLPreset("sac", "dmc:cartpole-swingup",
                            "SAC on a frozen pretrained encoder; the replay stores its latents (sub-pixel shift)",
-                           {"mode": EncoderMode.frozen, "latent_replay": True, "log_every": SAC_LOG_EVERY},
-                           needs_encoder=True),
+                           lambda env: replace(paper_config(env), mode=EncoderMode.frozen, latent_replay=True,
+                                               log_every=SAC_LOG_EVERY), needs_encoder=True),
     "atari-ppo-atc": RLPreset("ppo", "atari:Pong", "PPO, conv trained only by online ATC (\"ATC only\")",
-                              {"mode": EncoderMode.decoupled, "ul": "atc"}),
+                              lambda env: PPOLoopConfig(env=env, mode=EncoderMode.decoupled, ul="atc")),
     "atari-ppo": RLPreset("ppo", "atari:Pong", "end-to-end PPO, no UL (\"RL only\")",
-                          {"mode": EncoderMode.end_to_end, "ul": "none"}),
+                          lambda env: PPOLoopConfig(env=env, mode=EncoderMode.end_to_end, ul="none")),
     "atari-ppo-rl-atc": RLPreset("ppo", "atari:Pong", "end-to-end PPO plus online ATC on the same conv (\"RL+ATC\")",
-                                 {"mode": EncoderMode.end_to_end, "ul": "atc"}),
+                                 lambda env: PPOLoopConfig(env=env, mode=EncoderMode.end_to_end, ul="atc")),
     "atari-ppo-atc-init": RLPreset(
         "ppo", "atari:Pong", "10k ATC updates on the first 1e5 random steps, then end-to-end PPO (\"ATC-init\")",
-        {"mode": EncoderMode.end_to_end, "ul": "atc", "ul_schedule": "front", "ul_front_updates": 10_000,
-         "ul_updates": 0, "ul_start_steps": 100_000, "rl_start_steps": 100_000}),
+        lambda env: PPOLoopConfig(env=env, mode=EncoderMode.end_to_end, ul="atc", ul_schedule="front",
+                                  ul_front_updates=10_000, ul_updates=0, ul_start_steps=100_000,
+                                  rl_start_steps=100_000)),
     "atari-ppo-frozen": RLPreset("ppo", "atari:Pong", "PPO on a frozen pretrained encoder",
-                                 {"mode": EncoderMode.frozen, "ul": "none"}, needs_encoder=True),
+                                 lambda env: PPOLoopConfig(env=env, mode=EncoderMode.frozen, ul="none"),
+                                 needs_encoder=True),
 }
 """DMLab (PPO-LSTM) has no preset: there is no LSTM agent or DMLab env here."""
 

@@ -103,16 +103,14 @@ class Toy:
     discrete = False
     config_cls = ToyConfig
     agent_cls = ToyAgent
-    presets: ClassVar[dict[str, RLPreset]] = {"toy-point": RLPreset("toy", "tiny:point", "the toy agent of the registry test", {})}
+    presets: ClassVar[dict[str, RLPreset]] = {"toy-point": RLPreset("toy", "tiny:point", "the toy agent of the registry test",
+                                                                 lambda env: ToyConfig(env=env))}
     loop_evaluates = False
     encoder_key = "encoder."
     updates_key = "updates"
     changeable: tuple[str, ...] = ()
     lr_fields: tuple[str, ...] = ()
     overrides = None
-
-    def base_config(self, env: str) -> ToyConfig:
-        return ToyConfig(env=env)
 
     def total_steps(self, loop: ToyConfig) -> int:
         return loop.steps
@@ -206,7 +204,7 @@ def test_a_third_agent_needs_only_its_own_module_and_one_registry_line(tmp_path,
 
 def test_both_agents_keep_their_weights_under_modules_with_the_conv_at_their_encoder_key(tmp_path):
     for algo in (SAC(), PPO()):
-        loop = algo.base_config("tiny:catch" if algo.discrete else "tiny:point")
+        loop = next(iter(algo.presets.values())).config("tiny:catch" if algo.discrete else "tiny:point")
         encoder = ConvEncoder("dmc", (3, 32, 32))
         agent = algo.build_agent(loop, encoder, 3, "cpu")
         state = agent.state_dict()
@@ -227,4 +225,7 @@ def test_no_module_outside_the_registry_branches_on_the_agent():
 def test_every_registered_agent_names_itself_and_its_presets(name):
     algo = ALGORITHMS[name]
     assert algo.name == name and algo.presets and all(p.algo == name for p in algo.presets.values())
+    for preset in algo.presets.values():  # a preset is a complete, typed loop config for its env
+        config = preset.config(preset.env)
+        assert isinstance(config, algo.config_cls) and config.env == preset.env
     assert set(algo.lr_fields) <= set(algo.changeable)

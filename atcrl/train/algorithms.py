@@ -12,7 +12,6 @@ Adding an agent (PPO-LSTM, say): write its loop module (config, ``build_run``, `
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
@@ -85,9 +84,6 @@ class Algorithm(Protocol):
     def overrides(self) -> type | None:
         """The ``--<name>.*`` flags: an ``overrides_of(config_cls)`` class, or None for no flags."""
 
-    def base_config(self, env: str) -> Any:
-        """The loop config presets are applied on: the paper's defaults for ``env``."""
-
     def total_steps(self, loop: Any) -> int:
         """Agent steps the run takes in all."""
 
@@ -134,7 +130,7 @@ def presets_of(name: str) -> dict[str, RLPreset]:
 def cli_overrides(algo: Algorithm, example_preset: str) -> type:
     """The ``--<name>.*`` flags of a loop config, with ``example_preset``'s values shown in --help."""
     p = algo.presets[example_preset]
-    example = dataclasses.replace(algo.base_config(p.env), **p.settings)
+    example = p.config(p.env)
     # The agent's own hyperparameter block is called ``agent`` on the command line (--sac.agent.q-lr).
     return overrides_of(algo.config_cls, exclude=TRAIN_OWNS, rename={algo.name: "agent"}, example=example,
                         example_name=example_preset)
@@ -161,9 +157,6 @@ class SAC(_Registered):
     # live in the optimizer state and are set again by after_restore.
     changeable = ("agent.q_lr", "agent.pi_lr", "agent.alpha_lr", "agent.grad_clip", "ul_grad_clip")
     lr_fields = ("agent.q_lr", "agent.pi_lr")
-
-    def base_config(self, env: str) -> Any:
-        return sac_loop.paper_config(env)
 
     def total_steps(self, loop: Any) -> int:
         return loop.steps
@@ -237,9 +230,6 @@ class PPO(_Registered):
     # PPOAgent.update reads all of these from its config (the learning rate is set on every update).
     changeable = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef", "ul_grad_clip")
     lr_fields = ("agent.lr",)
-
-    def base_config(self, env: str) -> Any:
-        return ppo_loop.PPOLoopConfig(env=env)
 
     def total_steps(self, loop: Any) -> int:
         return loop.iterations * loop.batch_steps

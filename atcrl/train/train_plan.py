@@ -1,7 +1,8 @@
 """What `atcrl train` was asked for (``TrainConfig``) and what it resolves to (``Plan``), fresh or resumed.
 
-Resolution, lowest priority first: the agent loop's paper defaults for the env (SAC: the task's run
-length, cheetah's batch and lr), the preset's settings, then the flags given. ``--sac.*`` and
+Resolution, lowest priority first: the preset's loop config for the env (atcrl.presets.RL_PRESETS: the
+agent loop's paper defaults for the env, SAC with the task's run length and cheetah's batch and lr, with the
+preset's own fields set), then the flags given. ``--sac.*`` and
 ``--ppo.*`` (one group per registered agent, atcrl.train.algorithms) expose every field of its loop
 config (``agent`` is its hyperparameter block); a flag left out keeps the preset's value.
 
@@ -181,7 +182,7 @@ def resolve(cfg: Any) -> Plan:
         if set_flags:
             raise TrainError(f"--{other.name}.* options ({', '.join(set_flags)}) do not apply: preset {name} "
                              f"trains {algo.name.upper()}")
-    loop = dataclasses.replace(algo.base_config(env), **preset.settings)
+    loop = preset.config(env)
     if (flags := _flags(cfg, algo)) is not None:
         loop = apply_overrides(loop, flags)
     eval_every = cfg.eval_every if cfg.eval_every is not None else (loop.eval_every if algo.loop_evaluates else 0)
