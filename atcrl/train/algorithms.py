@@ -6,8 +6,9 @@ replays and envs, where the conv lies in the agent's state and which counter cou
 the agent acts. Nothing outside this module asks which agent a run uses.
 
 Adding an agent (PPO-LSTM, say): write its loop module (config, ``build_run``, ``train``), an
-``Algorithm`` for it here or beside its loop, and one line in ``ALGORITHMS``; its presets come with it and
-`atcrl train` gains a ``--<name>.*`` group for its loop config.
+``Algorithm`` for it here or beside its loop, and one line in ``ALGORITHMS``. Its presets are its own
+``presets`` (SAC and PPO take theirs from atcrl.presets.RL_PRESETS by name), and `atcrl train` gains a
+``--<name>.*`` group for its loop config (``overrides``).
 """
 
 from __future__ import annotations
