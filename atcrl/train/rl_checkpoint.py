@@ -250,7 +250,8 @@ def encoder_from_checkpoint(state: dict[str, Any], info: RunInfo) -> ConvEncoder
 def describe(info: RunInfo) -> str:
     """E.g. "sac decoupled+atc": how the run's conv was trained (the exported encoder's "objective")."""
     loop = info.loop
-    return f"{info.algo} {loop['mode']}" + (f"+{loop.get('ul', 'none')}" if info.algorithm.conv_trained_by_ul(loop) else "")
+    by_ul = info.algorithm.conv_trained_by_ul(loop)
+    return f"{info.algo} {loop['mode']}" + (f"+{loop.get('ul', 'none')}" if by_ul else "")
 
 
 def encoder_export(ckpt: Any, run_info: dict[str, Any]) -> tuple[ConvEncoder, str, list[str], dict[str, Any]]:
