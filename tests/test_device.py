@@ -25,7 +25,7 @@ def test_cuda_without_a_gpu_is_refused_up_front():
         resolve_device("cuda", local_rank=1)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_bare_cuda_means_the_local_gpu():
     assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
 
