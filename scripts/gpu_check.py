@@ -286,11 +286,11 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = ["# GPU check", "", f"Machine: {m.get('gpu', 'no GPU')} ({m.get('gpu_memory_gib', '-')} GiB, CUDA "
-             f"{m.get('cuda', '-')}), {m['cpu']} ({m['cores']} cores; {', '.join(m['isa']) or 'no AVX2'}), torch "
-             f"{m['torch']}, {m['date']}. Sizes: {report['sizes']['env']}"
-             f"{' (smoke test)' if report['smoke'] else ''}. Every figure below was measured by this run.", "",
-             "| target | wanted | measured | met |", "|---|---|---|---|"]
+    header = (f"Machine: {m.get('gpu', 'no GPU')} ({m.get('gpu_memory_gib', '-')} GiB, CUDA {m.get('cuda', '-')}), "
+              f"{m['cpu']} ({m['cores']} cores; {', '.join(m['isa']) or 'no AVX2'}), torch {m['torch']}, {m['date']}. "
+              f"Sizes: {report['sizes']['env']}{' (smoke test)' if report['smoke'] else ''}. "
+              "Every figure below was measured by this run.")
+    lines = ["# GPU check", "", header, "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         value = "not measured" if t["measured"] is None else f"{t['measured']:.1f}"
         lines.append(f"| {t['target']} | {t['wanted']} | {value} | {'-' if t['met'] is None else 'yes' if t['met'] else 'no'} |")
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu-check] {name} ...", flush=True)
             try:
                 report["sections"][name] = runners[name](Path(tmp))
-            except Exception as e:  # one failing section must not cost the others' figures
+            except Exception as e:  # noqa: BLE001 -- one failing section must not cost the others' figures
                 report["errors"][name] = f"{type(e).__name__}: {e}"
                 traceback.print_exc()
             report["seconds"][name] = round(time.perf_counter() - start, 1)

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import gpu_check  # noqa: E402
+import gpu_check
 
 
 def test_full_sizes_are_the_checks_the_gpu_issue_asks_for():
@@ -31,7 +31,7 @@ def test_full_sizes_are_the_checks_the_gpu_issue_asks_for():
 @pytest.mark.slow
 def test_the_smoke_check_runs_every_section_and_writes_its_summary(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--smoke", "--device", "cpu",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           "--out", str(tmp_path)], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     assert report["errors"] == {}
