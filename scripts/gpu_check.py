@@ -233,7 +233,7 @@ def pretrain(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
         if proc.wait() != 0:
             return {"error": f"atcrl {args[0]} exit {proc.returncode}: {_tail(log)}"}
     return {"updates_per_s": _last(_metrics(run), "perf/updates_per_s"), "batch_size": int(batch),
-            "cuda_graph": False}
+            "device_data": "auto (on with CUDA)", "cuda_graph": "not implemented for pretraining"}
 
 
 def dmc100k(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from atcrl.data.batches import PairBatch, TransitionBatch
+from atcrl.data.replay import Replay
 
 
 class DeviceReplay:
@@ -41,6 +42,7 @@ class DeviceReplay:
         *,
         frame_stack: int,
         action_shape: tuple[int, ...] = (),
+        action_dtype: torch.dtype = torch.float32,
         frame_dtype: torch.dtype = torch.uint8,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -56,7 +58,7 @@ class DeviceReplay:
         self.device = torch.device(device)
         dev = self.device
         self.frames = torch.zeros((capacity, *self.frame_shape), dtype=frame_dtype, device=dev)
-        self.actions = torch.zeros((capacity, *self.action_shape), dtype=torch.float32, device=dev)
+        self.actions = torch.zeros((capacity, *self.action_shape), dtype=action_dtype, device=dev)
         self.rewards = torch.zeros(capacity, dtype=torch.float32, device=dev)
         self.step = torch.zeros(capacity, dtype=torch.int64, device=dev)
         self.last = torch.zeros(capacity, dtype=torch.bool, device=dev)
@@ -72,6 +74,15 @@ class DeviceReplay:
         self._episode_step = 0
         self._ended = 0  # final observations among the stored slots
         self._last_host = np.zeros(capacity, dtype=bool)
+
+    @classmethod
+    def from_replay(cls, replay: Replay, device: torch.device | str) -> DeviceReplay:
+        """A copy of a host replay (its frames, bookkeeping and cursor; not its physics) on ``device``."""
+        state = replay.state_dict()
+        copy = cls(replay.capacity, replay.frame_shape, frame_stack=replay.frame_stack, action_shape=replay.action_shape,
+                   action_dtype=state["actions"].dtype, frame_dtype=state["frames"].dtype, device=device)
+        copy.load_state_dict(state)
+        return copy
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -107,7 +118,7 @@ class DeviceReplay:
         if not self._open:
             raise ValueError("add_step needs an episode in progress: call add_first(frame) after reset")
         frame = self._check_frame(next_frame, "next_frame")
-        action = torch.as_tensor(np.asarray(action, np.float32) if not torch.is_tensor(action) else action)
+        action = torch.as_tensor(action, dtype=self.actions.dtype)
         if tuple(action.shape) != self.action_shape:
             raise ValueError(f"action must have shape {self.action_shape}, got {tuple(action.shape)}")
         newest = self._newest
@@ -213,7 +224,7 @@ class DeviceReplay:
         inside = (j[None] < d[:, None]).reshape(len(slots), delta_t, *([1] * len(self.action_shape)))
         return PairBatch(
             anchor=self.stacks(slots), positive=self.stacks((slots + d) % self.capacity), valid=d >= delta_t,
-            actions=torch.where(inside, self.actions[ahead], 0.0),
+            actions=self.actions[ahead].masked_fill(~inside, 0),
             task=torch.zeros(len(slots), dtype=torch.int64, device=self.device))
 
     def sample_pairs(self, batch_size: int, generator: torch.Generator | None = None, *,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -233,6 +234,32 @@ class Replay:
                 f"physics must have {self.physics.shape[1]} values per frame, got {physics.shape[1]}"
             )
         return physics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The stored slots (CPU tensors) and the cursor; the slots beyond are still zero. A ``DeviceReplay``
+        reads and writes the same layout, so either kind resumes into either."""
+        n = len(self)
+        arrays = {"frames": self.frames, "actions": self.actions, "rewards": self.rewards,
+                  "step": self._step, "last": self._last, "terminal": self._terminal}
+        if self.physics is not None:
+            arrays["physics"] = self.physics
+        state: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(a[:n])) for k, a in arrays.items()}
+        state.update(written=self._written, open=self._open, capacity=self.capacity)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Refill from ``state_dict`` output of a replay with the same capacity and shapes."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the saved replay holds {state['capacity']} slots, this one {self.capacity}")
+        tables = {"frames": self.frames, "actions": self.actions, "rewards": self.rewards,
+                  "step": self._step, "last": self._last, "terminal": self._terminal, "physics": self.physics}
+        for name, table in tables.items():
+            if name in state and table is not None:
+                values = torch.as_tensor(state[name]).numpy()
+                table[: len(values)] = values
+        self._written, self._open = int(state["written"]), bool(state["open"])
+        self._index = None
 
     # ------------------------------------------------------------------ samplers
     def _require_data(self) -> None:
