@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from atcrl.data.batches import PairBatch, TransitionBatch
-from atcrl.data.replay import Replay
+from atcrl.data.replay import Replay, check_ring, stacked_frame_hint
 
 
 class DeviceReplay:
-    """Ring buffer of single frames on ``device``; samples stacked n-step transitions there."""
+    """Ring buffer of single frames on ``device``; samples stacked n-step transitions and (t, t + Δt) pairs there."""
 
     def __init__(
         self,
@@ -46,12 +46,7 @@ class DeviceReplay:
         frame_dtype: torch.dtype = torch.uint8,
         device: torch.device | str = "cpu",
     ) -> None:
-        if capacity < 2:
-            raise ValueError(f"capacity must be at least 2 slots (one transition), got {capacity}")
-        if frame_stack < 1:
-            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
-        if len(frame_shape) != 3:
-            raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
+        check_ring(capacity, frame_shape, frame_stack)
         self.capacity, self.frame_stack = int(capacity), int(frame_stack)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.action_shape = tuple(int(s) for s in action_shape)
@@ -155,10 +150,7 @@ class DeviceReplay:
     def _check_frame(self, frame: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
         frame = frame if torch.is_tensor(frame) else torch.from_numpy(np.ascontiguousarray(frame))
         if tuple(frame.shape) != self.frame_shape:
-            hint = ""
-            C = self.frame_shape[0]
-            if frame.ndim == 3 and frame.shape[0] % C == 0 and tuple(frame.shape[1:]) == self.frame_shape[1:]:
-                hint = f"; for a stacked observation pass only the newest frame, obs[-{C}:]"
+            hint = stacked_frame_hint(self.frame_shape, tuple(frame.shape))
             raise ValueError(f"{what} must have shape {self.frame_shape}, got {tuple(frame.shape)}{hint}")
         if frame.dtype != self.frames.dtype:
             raise ValueError(f"{what} must have dtype {self.frames.dtype}, got {frame.dtype}")
