@@ -30,6 +30,7 @@ import torch
 
 from atcrl.data.batches import PairBatch, TransitionBatch
 from atcrl.data.replay import Replay, check_ring, stacked_frame_hint
+from atcrl.device import Staging
 
 
 class DeviceReplay:
@@ -63,6 +64,7 @@ class DeviceReplay:
         self.size = torch.zeros((), dtype=torch.int64, device=dev)
         """Slots stored (device scalar)."""
         self._slots = torch.arange(capacity, device=dev)
+        self._stage = Staging(self.device)  # host actions reach the device without waiting for queued work
         # Host-side bookkeeping (Python ints and flags): what writes and ``num_transitions`` need, no sync.
         self._written = 0
         self._open = False
@@ -113,7 +115,7 @@ class DeviceReplay:
         if not self._open:
             raise ValueError("add_step needs an episode in progress: call add_first(frame) after reset")
         frame = self._check_frame(next_frame, "next_frame")
-        action = torch.as_tensor(action, dtype=self.actions.dtype)
+        action = self._stage(torch.as_tensor(action).to(self.actions.dtype))
         if tuple(action.shape) != self.action_shape:
             raise ValueError(f"action must have shape {self.action_shape}, got {tuple(action.shape)}")
         newest = self._newest
