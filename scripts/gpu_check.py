@@ -180,6 +180,7 @@ def agents(sizes: Sizes, work: Path, device: str, budget_s: float) -> list[dict[
     configs: list[tuple[str, list[str]]] = [
         ("decoupled SAC + ATC, graph", [*sac, *graph]),
         ("decoupled SAC + ATC, eager", sac),
+        ("decoupled SAC + ATC, graph, env overlapped", [*sac, *graph, "--sac.overlap-env", "True"]),
         ("RAD SAC (end-to-end), graph", ["--preset", "dmc-rad", *sac, *graph]),
         ("frozen SAC (latent replay), graph", ["--preset", "dmc-frozen", "--encoder", str(encoder), *sac, *graph]),
         ("PPO + ATC", ["--preset", "atari-ppo-atc", "--env", sizes.atari, "--steps", str(sizes.ppo_steps),
@@ -193,7 +194,7 @@ def agents(sizes: Sizes, work: Path, device: str, budget_s: float) -> list[dict[
     start = time.perf_counter()
     cores = os.cpu_count() or 1
     for name, args in configs:
-        for n in sizes.sharing if "eager" not in name else (1,):
+        for n in sizes.sharing if "eager" not in name and "overlapped" not in name else (1,):
             row: dict[str, Any] = {"agent": name, "runs": n}
             rows.append(row)
             if time.perf_counter() - start > budget_s:

@@ -38,6 +38,7 @@ def test_the_smoke_check_runs_every_section_and_writes_its_summary(tmp_path):
     assert set(report["sections"]) == {"cuda_tests", "sac_updates", "pretrain", "agents", "dmc100k"}
     agents = report["sections"]["agents"]
     assert {row["agent"] for row in agents} == {"decoupled SAC + ATC, graph", "decoupled SAC + ATC, eager",
+                                                "decoupled SAC + ATC, graph, env overlapped",
                                                 "RAD SAC (end-to-end), graph", "frozen SAC (latent replay), graph",
                                                 "PPO + ATC"}
     assert all("error" not in row and row["steps_per_s_total"] > 0 for row in agents), agents
