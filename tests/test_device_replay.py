@@ -138,3 +138,22 @@ def test_state_is_the_host_replay_checkpoint_layout():
     fresh_dev = DeviceReplay(37, FRAME, frame_stack=3, action_shape=(3,))
     fresh_dev.load_state_dict(saved_host)
     assert torch.equal(fresh_dev.anchor_mask(), dev.anchor_mask()) and fresh_dev._episode_step == dev._episode_step
+
+
+@pytest.mark.parametrize("capacity,frame_stack,seed", [(500, 3, 0), (37, 3, 1), (41, 4, 3)])
+@pytest.mark.parametrize("delta_t", [0, 1, 3])
+def test_same_anchors_give_the_same_pairs(capacity, frame_stack, seed, delta_t):
+    from atcrl.data.replay_index import OBS
+
+    host, dev = _fill(capacity, frame_stack, seed)
+    ring = host._ring()
+    pool_slots = ring.slots(ring.anchor_pool(OBS))
+    assert sorted(pool_slots.tolist()) == torch.nonzero(dev.anchor_mask("obs")).squeeze(1).tolist()
+    picks = np.random.default_rng(seed).permutation(len(pool_slots))[:16]
+    expected = host.sample_pairs(len(picks), _FixedChoice(picks), delta_t=delta_t)
+    got = dev.pairs_at(torch.from_numpy(pool_slots[picks]), delta_t=delta_t)
+    for name in ("anchor", "positive", "valid", "actions", "task"):
+        a, b = getattr(expected, name), getattr(got, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
+    batch = dev.sample_pairs(8, torch.Generator().manual_seed(0), delta_t=delta_t)
+    assert batch.anchor.shape == (8, frame_stack * FRAME[0], *FRAME[1:]) and batch.actions.shape == (8, delta_t, 3)

@@ -28,7 +28,7 @@ def steps_of(run) -> list[int]:
 
 def test_the_fields_that_may_change_on_resume_are_read_from_their_metadata():
     assert set(resumable_fields(sac_loop.SACLoopConfig)) == {"device", "fast", "log_every", "eval_every",
-                                                             "eval_episodes", "overlap_env"}
+                                                             "eval_episodes", "overlap_env", "device_replay"}
     assert {"resume", "out", "device", "fast", "ckpt_every", "stop_after"} <= set(resumable_fields(PretrainConfig))
     assert "seed" not in resumable_fields(PretrainConfig)
     assert set(session_fields(TrainSettings)) == {"out", "resume", "allow_change", "device", "stop_after"}

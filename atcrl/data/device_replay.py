@@ -1,37 +1,40 @@
-"""The transitions replay on the compute device: storage, index sampling, frame stacks and masks there.
+"""The replay on the compute device: storage, index sampling, frame stacks and masks there.
 
 ``DeviceReplay`` holds the same ring as ``atcrl.data.replay.Replay`` (single frames, stacked at sample
 time; per slot the step index within its episode, an episode-end flag and a true-terminal flag), but
-every table is a torch tensor on one device, and ``sample_transitions`` is nothing but fixed-shape
-tensor operations on it. So on a GPU a sampled batch never crosses PCIe, no sample needs a host sync,
-and the sampling can be captured into the same CUDA graph as the update that consumes it.
+every table is a torch tensor on one device, and its samplers (``sample_transitions`` for SAC,
+``sample_pairs`` for ATC and the other pair objectives) are nothing but fixed-shape tensor operations on
+it. So on a GPU a sampled batch never crosses PCIe, no sample needs a host sync, and the sampling can be
+captured into the same CUDA graph as the update that consumes it.
 
-What a sample may read, exactly as the host replay rules it (``replay_index`` states those rules):
-an anchor is a slot with an action (not an episode's final observation, not the newest slot) whose
-frame stack does not reach an overwritten slot; looking ahead for n-step targets stops at the episode
-end and at the newest slot. The ring's cursor lives in two device scalars (``oldest`` and ``size``),
-written at each add, so a captured sampler always sees the current ring.
+What a sample may read, exactly as the host replay rules it (``replay_index`` states those rules): a
+transition starts at a slot with an action (not an episode's final observation, not the newest slot), a
+pair at any stored observation, in both cases one whose frame stack does not reach an overwritten slot;
+looking ahead (n-step targets, Δt positives) stops at the episode end and at the newest slot. The ring's
+cursor lives in two device scalars (``oldest`` and ``size``), written at each add, so a captured sampler
+always sees the current ring.
 
 Anchors are drawn uniformly without replacement, as the host replay does, by the top-k of i.i.d.
 uniform keys over the allowed slots (a uniformly random subset), not from a numpy generator: the two
 replays draw different, equally distributed batches. Callers check ``num_transitions`` before
 sampling; the pool can be up to ``frame_stack - 1`` anchors smaller once the ring has wrapped, so a
 batch must stay below the stored transitions by that much (a replay of 1e5 slots and a batch of 256
-are far from it).
-"""
+are far from it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from atcrl.data.batches import TransitionBatch
+from atcrl.data.batches import PairBatch, TransitionBatch
+from atcrl.data.replay import Replay, check_ring, stacked_frame_hint
+from atcrl.device import Staging
 
 
 class DeviceReplay:
-    """Ring buffer of single frames on ``device``; samples stacked n-step transitions there."""
+    """Ring buffer of single frames on ``device``; samples stacked n-step transitions and (t, t + Δt) pairs there."""
 
     def __init__(
         self,
@@ -40,22 +43,18 @@ class DeviceReplay:
         *,
         frame_stack: int,
         action_shape: tuple[int, ...] = (),
+        action_dtype: torch.dtype = torch.float32,
         frame_dtype: torch.dtype = torch.uint8,
         device: torch.device | str = "cpu",
     ) -> None:
-        if capacity < 2:
-            raise ValueError(f"capacity must be at least 2 slots (one transition), got {capacity}")
-        if frame_stack < 1:
-            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
-        if len(frame_shape) != 3:
-            raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
+        check_ring(capacity, frame_shape, frame_stack)
         self.capacity, self.frame_stack = int(capacity), int(frame_stack)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.action_shape = tuple(int(s) for s in action_shape)
         self.device = torch.device(device)
         dev = self.device
         self.frames = torch.zeros((capacity, *self.frame_shape), dtype=frame_dtype, device=dev)
-        self.actions = torch.zeros((capacity, *self.action_shape), dtype=torch.float32, device=dev)
+        self.actions = torch.zeros((capacity, *self.action_shape), dtype=action_dtype, device=dev)
         self.rewards = torch.zeros(capacity, dtype=torch.float32, device=dev)
         self.step = torch.zeros(capacity, dtype=torch.int64, device=dev)
         self.last = torch.zeros(capacity, dtype=torch.bool, device=dev)
@@ -65,12 +64,22 @@ class DeviceReplay:
         self.size = torch.zeros((), dtype=torch.int64, device=dev)
         """Slots stored (device scalar)."""
         self._slots = torch.arange(capacity, device=dev)
+        self._stage = Staging(self.device)  # host actions reach the device without waiting for queued work
         # Host-side bookkeeping (Python ints and flags): what writes and ``num_transitions`` need, no sync.
         self._written = 0
         self._open = False
         self._episode_step = 0
         self._ended = 0  # final observations among the stored slots
         self._last_host = np.zeros(capacity, dtype=bool)
+
+    @classmethod
+    def from_replay(cls, replay: Replay, device: torch.device | str) -> DeviceReplay:
+        """A copy of a host replay (its frames, bookkeeping and cursor; not its physics) on ``device``."""
+        state = replay.state_dict()
+        copy = cls(replay.capacity, replay.frame_shape, frame_stack=replay.frame_stack, action_shape=replay.action_shape,
+                   action_dtype=state["actions"].dtype, frame_dtype=state["frames"].dtype, device=device)
+        copy.load_state_dict(state)
+        return copy
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -106,7 +115,7 @@ class DeviceReplay:
         if not self._open:
             raise ValueError("add_step needs an episode in progress: call add_first(frame) after reset")
         frame = self._check_frame(next_frame, "next_frame")
-        action = torch.as_tensor(np.asarray(action, np.float32) if not torch.is_tensor(action) else action)
+        action = self._stage(torch.as_tensor(action).to(self.actions.dtype))
         if tuple(action.shape) != self.action_shape:
             raise ValueError(f"action must have shape {self.action_shape}, got {tuple(action.shape)}")
         newest = self._newest
@@ -143,10 +152,7 @@ class DeviceReplay:
     def _check_frame(self, frame: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
         frame = frame if torch.is_tensor(frame) else torch.from_numpy(np.ascontiguousarray(frame))
         if tuple(frame.shape) != self.frame_shape:
-            hint = ""
-            C = self.frame_shape[0]
-            if frame.ndim == 3 and frame.shape[0] % C == 0 and tuple(frame.shape[1:]) == self.frame_shape[1:]:
-                hint = f"; for a stacked observation pass only the newest frame, obs[-{C}:]"
+            hint = stacked_frame_hint(self.frame_shape, tuple(frame.shape))
             raise ValueError(f"{what} must have shape {self.frame_shape}, got {tuple(frame.shape)}{hint}")
         if frame.dtype != self.frames.dtype:
             raise ValueError(f"{what} must have dtype {self.frames.dtype}, got {frame.dtype}")
@@ -157,18 +163,22 @@ class DeviceReplay:
         """Position of array slots counted from the oldest stored slot."""
         return (slots - self.oldest) % self.capacity
 
-    def anchor_mask(self) -> torch.Tensor:
-        """[capacity] bool: the slots a transition may start at (see the module doc)."""
+    def anchor_mask(self, kind: Literal["step", "obs"] = "step") -> torch.Tensor:
+        """[capacity] bool: the slots a sample may start at (see the module doc): "step", a transition (a slot
+        with an action); "obs", a pair anchor (any stored observation)."""
         rel = self.rel(self._slots)
-        stored = rel < self.size - 1  # below the newest slot, which has no action yet or ends an episode
         # Slots near the oldest whose frame stack would reach back past it (into an overwritten slot).
         stack_intact = (rel >= self.frame_stack - 1) | (self.step <= rel)
+        if kind == "obs":
+            return (rel < self.size) & stack_intact
+        stored = rel < self.size - 1  # below the newest slot, which has no action yet or ends an episode
         return stored & ~self.last & stack_intact
 
-    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``batch_size`` distinct anchor slots, uniformly at random (top-k of uniform keys)."""
+    def draw(self, batch_size: int, generator: torch.Generator | None = None,
+             kind: Literal["step", "obs"] = "step") -> torch.Tensor:
+        """``batch_size`` distinct anchor slots of ``kind``, uniformly at random (top-k of uniform keys)."""
         keys = torch.rand(self.capacity, device=self.device, generator=generator)
-        keys = torch.where(self.anchor_mask(), keys, -1.0)
+        keys = torch.where(self.anchor_mask(kind), keys, -1.0)
         return keys.topk(batch_size, sorted=False).indices
 
     def steps_to_end(self, slots: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -198,6 +208,28 @@ class DeviceReplay:
             obs=self.stacks(slots), action=self.actions[slots],
             reward=(rewards * gamma ** j.double()).sum(1).float(), discount=discount.float(),
             next_obs=self.stacks(next_slots), task=torch.zeros(len(slots), dtype=torch.int64, device=self.device))
+
+    def pairs_at(self, slots: torch.Tensor, *, delta_t: int) -> PairBatch:
+        """(o_t, o_{t+Δt}) pairs anchored at ``slots`` (as ``Replay.sample_pairs`` defines them): past the
+        episode's last stored frame the positive is that frame, ``valid`` False and the actions beyond zero."""
+        d = self.steps_to_end(slots, delta_t) if delta_t else torch.zeros_like(slots)
+        j = torch.arange(delta_t, device=self.device)
+        ahead = (slots[:, None] + j) % self.capacity
+        inside = (j[None] < d[:, None]).reshape(len(slots), delta_t, *([1] * len(self.action_shape)))
+        return PairBatch(
+            anchor=self.stacks(slots), positive=self.stacks((slots + d) % self.capacity), valid=d >= delta_t,
+            actions=self.actions[ahead].masked_fill(~inside, 0),
+            task=torch.zeros(len(slots), dtype=torch.int64, device=self.device))
+
+    def sample_pairs(self, batch_size: int, generator: torch.Generator | None = None, *,
+                     delta_t: int) -> PairBatch:
+        """``batch_size`` pairs with distinct anchors, on the device (no host sync, fixed shapes). Callers check
+        once that some episode is longer than ``delta_t`` (the host replay's ``sample_pairs`` does)."""
+        if delta_t < 0:
+            raise ValueError(f"delta_t must be >= 0, got {delta_t}")
+        if batch_size > len(self):
+            raise ValueError(f"batch size {batch_size} is larger than the {len(self)} observations stored")
+        return self.pairs_at(self.draw(batch_size, generator, "obs"), delta_t=delta_t)
 
     def sample_transitions(self, batch_size: int, generator: torch.Generator | None = None, *,
                            n_step: int = 1, gamma: float = 0.99) -> TransitionBatch:

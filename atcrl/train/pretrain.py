@@ -124,6 +124,12 @@ class PretrainConfig:
     """Stop after this many updates (checkpointed, not exported) to continue later with --resume."""
     device: str = field(default="auto", metadata=RESUMABLE)
     """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    device_data: bool | None = None
+    """Copy the training episodes into the device's memory and draw pair batches there (DeviceReplay): no
+    host-side gather and no batch copy per update. None = on where the device is CUDA and the objective
+    samples pairs (sequence objectives sample on the host). The anchors are then drawn with torch's generator
+    (seeded per update, so resuming still draws the same batches), not numpy's: other, equally distributed
+    batches than on the host."""
     fast: FastPathConfig = field(default_factory=FastPathConfig, metadata=RESUMABLE)
     """Precision, activation layout, torch.compile, CPU threads and allocator (docs/performance.md);
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
@@ -315,6 +321,12 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                             f"{dist.world_size} ranks; pick a multiple of {dist.world_size}")
     local_batch = need.batch_size // dist.world_size
     _check_sampling(cfg, data, need, local_batch)
+    on_device = device.type == "cuda" and need.kind == "pairs" if cfg.device_data is None else cfg.device_data
+    if on_device:
+        if need.kind != "pairs":
+            raise PretrainError(f"device_data samples pair batches; {cfg.objective} samples sequences: "
+                                "drop --device-data")
+        data = dataclasses.replace(data, train=data.train.to(device))
     optimizer, scheduler = make_ul_optimizer(objective, settings.optim, fast=cfg.fast)
 
     start = 0

@@ -28,7 +28,7 @@ import torch
 
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
-from atcrl.device import resolve_device
+from atcrl.device import Staging, resolve_device
 from atcrl.envs.meta import EnvMeta
 from atcrl.envs.threaded import ThreadedEnv
 from atcrl.fastpath import FastPathConfig, prepare_module
@@ -94,7 +94,7 @@ class SACLoopConfig:
     """Conv architecture for a fresh encoder ("dmc", "atari", "dmlab")."""
     encoder_path: str = ""
     """Exported encoder to start from (.safetensors/.json or directory); required in frozen mode."""
-    device_replay: bool | None = None
+    device_replay: bool | None = field(default=None, metadata=RESUMABLE)
     """Keep the replay in the compute device's memory and sample it there (atcrl.data.device_replay): a batch
     never crosses PCIe and sampling can be captured with the update. None = on where the device is CUDA (100k
     DMC frames are ~2.1 GB of GPU memory), off on the CPU. It changes speed and which (equally distributed)
@@ -180,6 +180,8 @@ class SACRun:
     """Step of the last evaluation (a resumed run does not repeat it)."""
     obs: Any = None
     """The current policy input (pixels, or a latent in latent mode); None = reset before acting."""
+    staging: Staging | None = None
+    """Host-to-device copies of observations through page-locked memory (set where the replay is on the device)."""
     _step: SACStep | None = field(default=None, repr=False)
     """The update step (made at the first update after a build or a restore, see atcrl.train.sac_step)."""
 
@@ -316,7 +318,7 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
     if ul is not None:
         prepare_module(ul.objective, cfg.fast)
     return SACRun(cfg, env, eval_env, meta, agent, replay, ul, np.random.default_rng(cfg.seed),
-                  torch.Generator(device).manual_seed(cfg.seed), process)
+                  torch.Generator(device).manual_seed(cfg.seed), process, staging=Staging(device) if on_device else None)
 
 
 def _default_ul_config(cfg: SACLoopConfig) -> Any:
@@ -338,7 +340,7 @@ def _policy_input(run: SACRun, obs: np.ndarray) -> tuple[torch.Tensor, Any]:
     pixels = torch.from_numpy(np.ascontiguousarray(obs))
     on_device = isinstance(run.replay, DeviceReplay)
     if on_device:
-        pixels = pixels.to(run.agent.device, non_blocking=True)
+        pixels = run.staging(pixels)
     if run.agent.latent_obs:  # the frozen conv runs once per observation, here
         z = run.agent.latent(pixels[None])[0]
         if on_device:
