@@ -10,7 +10,7 @@ import shlex
 import signal
 
 import pytest
-from test_train_resume import SAC, final_state
+from test_train_resume import PPO, SAC, final_state
 
 from atcrl.checkpoint import list_checkpoints
 from atcrl.cli import main as atcrl
@@ -122,3 +122,15 @@ def test_ctrl_c_stops_after_the_current_step_with_a_checkpoint(tmp_path, capsys,
     assert atcrl(["train", *SAC, "--steps", "400", "--ckpt-every", "1000", "--out", str(run)]) == 0
     assert steps_of(run) == [at]
     assert f"stopped at step {at} (Ctrl-C)" in capsys.readouterr().err
+
+
+def test_allow_change_works_for_ppo_too(tmp_path):
+    run = tmp_path / "ppo"
+    assert atcrl(["train", *PPO, "--steps", "384", "--ckpt-every", "128", "--stop-after", "256", "--out", str(run)]) == 0
+    assert atcrl(["train", "--resume", str(run), "--allow-change", "ppo.agent.lr=1e-4"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["loop"]["ppo"]["lr"] == 1e-4
+    assert config["history"] == [{"step": 256, "allowed_changes": {"ppo.lr": [2.5e-4, 1e-4]}}]
+    end = final_state(run)
+    lr = end["run"]["agent"]["optimizer"]["param_groups"][0]["lr"]
+    assert end["step"] == 384 and lr == pytest.approx(1e-4 * (1 - 2 / 3))  # annealed from the new rate
