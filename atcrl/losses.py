@@ -29,15 +29,16 @@ class ATCLoss(nn.Module):
 
     encoder: the ConvEncoder to train (shared with an agent if you like), or a PretrainedEncoder
         loaded with ``freeze=False``. ATC trains it in place.
-    config: ATC's settings. ``batch_size`` and ``delta_t`` are not used here: the caller's batch is the
-        contrastive batch (every other row's positive is a negative) and ``next_obs`` is the positive.
+    config: ATC's settings (None = ATCConfig(), the paper's DMC settings). ``batch_size`` and ``delta_t`` are
+        not used here: the caller's batch is the contrastive batch (every other row's positive is a
+        negative) and ``next_obs`` is the positive.
     """
 
-    def __init__(self, encoder: nn.Module, config: ATCConfig = ATCConfig()) -> None:
+    def __init__(self, encoder: nn.Module, config: ATCConfig | None = None) -> None:
         super().__init__()
         if isinstance(encoder, PretrainedEncoder) and encoder.frozen:
             raise ValueError("ATCLoss trains its encoder, but this one is frozen: load it with freeze=False")
-        self.objective = ATC(as_conv_encoder(encoder), config)
+        self.objective = ATC(as_conv_encoder(encoder), config if config is not None else ATCConfig())
 
     @property
     def encoder(self) -> nn.Module:

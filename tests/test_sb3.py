@@ -16,11 +16,11 @@ from atcrl.checkpoint import CheckpointError
 from atcrl.pretrained import PretrainedEncoder
 
 pytest.importorskip("stable_baselines3")
-from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
-from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3 import PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 
-from atcrl.integrations.sb3 import ATCExtractor  # noqa: E402
+from atcrl.integrations.sb3 import ATCExtractor
 
 SIZE = 40
 
