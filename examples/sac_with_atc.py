@@ -1,4 +1,4 @@
-"""A plain SAC from pixels on tiny:point, plus ATC: the encoder learns from ATCLoss only (decoupled, as in ATC).
+"""A plain SAC from pixels on tiny:point plus ATC: the encoder learns from ATCLoss alone (decoupled, as in ATC).
 
     python examples/sac_with_atc.py                                      # 20k steps
     python examples/sac_with_atc.py --steps 300 --start 100 --batch 32   # a smoke run in seconds
@@ -33,8 +33,11 @@ D = encoder.feature_dim
 actor, q1, q2 = mlp(D, 2 * A), mlp(D + A, 1), mlp(D + A, 1)
 q1_t, q2_t = copy.deepcopy(q1), copy.deepcopy(q2)
 log_alpha = torch.zeros((), requires_grad=True)
-opt_q, opt_pi = torch.optim.Adam([*q1.parameters(), *q2.parameters()], 3e-4), torch.optim.Adam(actor.parameters(), 3e-4)
-opt_alpha, opt_atc = torch.optim.Adam([log_alpha], 3e-4), torch.optim.Adam(atc.parameters(), 1e-3)
+critics, critic_targets = [*q1.parameters(), *q2.parameters()], [*q1_t.parameters(), *q2_t.parameters()]
+opt_q, opt_pi, opt_alpha = (torch.optim.Adam(ps, 3e-4) for ps in (critics, actor.parameters(), [log_alpha]))
+opt_atc = torch.optim.Adam(atc.parameters(), 1e-3)
+features = lambda x: encoder(torch.as_tensor(x)).flatten(1)
+q_min = lambda n1, n2, z, a: torch.min(n1(torch.cat([z, a], 1)), n2(torch.cat([z, a], 1))).squeeze(1)
 
 def policy(z):  # tanh-squashed Gaussian and its log-probability
     mu, log_std = actor(z).chunk(2, -1)
@@ -42,15 +45,15 @@ def policy(z):  # tanh-squashed Gaussian and its log-probability
     u = dist.rsample()
     return torch.tanh(u), (dist.log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
 
-buf = {k: np.zeros((args.steps, *s), d) for k, s, d in [("o", shape, np.uint8), ("o2", shape, np.uint8),
-       ("a", (A,), np.float32), ("r", (), np.float32), ("d", (), np.float32)]}
-obs, _ = env.reset()
-returns, ep_ret, atc_losses = [], 0.0, []
+keys = ("o", "o2", "a", "r", "d")
+sizes, dtypes = (shape, shape, (A,), (), ()), (np.uint8, np.uint8, np.float32, np.float32, np.float32)
+buf = {k: np.zeros((args.steps, *size), dtype) for k, size, dtype in zip(keys, sizes, dtypes)}
+(obs, _), returns, ep_ret, atc_losses = env.reset(), [], 0.0, []
 for t in range(args.steps):
     with torch.no_grad():
-        action = env.action_space.sample() if t < args.start else policy(encoder(torch.as_tensor(obs[None])).flatten(1))[0][0].numpy()
+        action = env.action_space.sample() if t < args.start else policy(features(obs[None]))[0][0].numpy()
     next_obs, reward, term, trunc, _ = env.step(action)
-    for k, v in zip(("o", "o2", "a", "r", "d"), (obs, next_obs, action, reward, term)):
+    for k, v in zip(keys, (obs, next_obs, action, reward, term)):
         buf[k][t] = v
     obs, ep_ret = next_obs, ep_ret + reward
     if term or trunc:
@@ -59,27 +62,23 @@ for t in range(args.steps):
     if t < args.start:
         continue
     i = rng.integers(t + 1, size=args.batch)
-    o, o2, a, r, d = (torch.as_tensor(buf[k][i]) for k in ("o", "o2", "a", "r", "d"))
-    loss_atc, metrics = atc(o, o2)  # ATC on (o_t, o_t+1); no RL gradient reaches the encoder
+    o, o2, a, r, d = (torch.as_tensor(buf[k][i]) for k in keys)
+    loss_atc, metrics = atc(o, o2)  # ATC on (o_t, o_t+1) trains the encoder; no RL gradient reaches it
     opt_atc.zero_grad(); loss_atc.backward(); opt_atc.step(); atc.update_target()
     atc_losses.append(metrics["ul/loss"])
     with torch.no_grad():
-        z, z2 = encoder(o).flatten(1), encoder(o2).flatten(1)
+        z, z2 = features(o), features(o2)
         a2, logp2 = policy(z2)
-        q_next = torch.min(q1_t(torch.cat([z2, a2], 1)), q2_t(torch.cat([z2, a2], 1))).squeeze(1)
-        target = r + 0.99 * (1 - d) * (q_next - log_alpha.exp() * logp2)
-    za = torch.cat([z, a], 1)
-    q_loss = F.mse_loss(q1(za).squeeze(1), target) + F.mse_loss(q2(za).squeeze(1), target)
+        target = r + 0.99 * (1 - d) * (q_min(q1_t, q2_t, z2, a2) - log_alpha.exp() * logp2)
+    q_loss = sum(F.mse_loss(q(torch.cat([z, a], 1)).squeeze(1), target) for q in (q1, q2))
     opt_q.zero_grad(); q_loss.backward(); opt_q.step()
     a_pi, logp = policy(z)
-    q_pi = torch.min(q1(torch.cat([z, a_pi], 1)), q2(torch.cat([z, a_pi], 1))).squeeze(1)
-    pi_loss = (log_alpha.exp().detach() * logp - q_pi).mean()
+    pi_loss = (log_alpha.exp().detach() * logp - q_min(q1, q2, z, a_pi)).mean()
     opt_pi.zero_grad(); pi_loss.backward(); opt_pi.step()
     alpha_loss = -(log_alpha * (logp.detach() - A)).mean()  # target entropy -|A|
     opt_alpha.zero_grad(); alpha_loss.backward(); opt_alpha.step()
     with torch.no_grad():
-        for net, tgt in ((q1, q1_t), (q2, q2_t)):
-            for w, w_t in zip(net.parameters(), tgt.parameters()):
-                w_t.lerp_(w, 0.01)
-print(json.dumps({"steps": args.steps, "episode_returns": returns, "atc_losses": atc_losses[:: max(1, len(atc_losses) // 20)],
+        for w, w_t in zip(critics, critic_targets):
+            w_t.lerp_(w, 0.01)
+print(json.dumps({"episode_returns": returns, "atc_losses": atc_losses[:: max(1, len(atc_losses) // 20)],
                   "atc_accuracy": metrics["ul/accuracy"], "q_loss": float(q_loss.detach())}))
