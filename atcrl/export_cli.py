@@ -48,7 +48,8 @@ class ExportConfig:
     checkpoint: str | None = None
     """Which checkpoint: a step number (e.g. 4000) or a checkpoint file; None = the run's latest."""
     format: Literal["safetensors", "onnx"] = "safetensors"
-    """safetensors + json (for atcrl.load_encoder), or onnx: one .onnx model, uint8 obs -> features (extra onnx)."""
+    """safetensors + json (for atcrl.load_encoder), or onnx: one model, uint8 obs -> features, at --out if it
+    ends in .onnx, else --out/encoder.onnx (needs the onnx extra)."""
 
 
 @dataclass(frozen=True)

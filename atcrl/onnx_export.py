@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -80,12 +81,19 @@ def export_onnx(
     path = onnx_path(out_dir_or_file)
     model = _Flat(copy.deepcopy(encoder).cpu().float()).eval()
     example = torch.zeros(2, *encoder.in_shape, dtype=torch.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))  # torch.export's internal notices
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-        )
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    try:
+        # torch.export's internal notices (deprecations, "torchvision is not installed") say nothing about this model.
+        onnx_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
     proto = program.model_proto
     info = {
         "format": "atcrl-encoder-onnx", "arch": encoder.arch, "in_shape": list(encoder.in_shape),
