@@ -73,7 +73,9 @@ class PretrainedEncoder(nn.Module):
                 f"this encoder reads observations of shape {self.in_shape} (or a batch [B, *shape]), "
                 f"got {tuple(x.shape)}: make the env with the frame stack and image size it was trained on"
             )
-        if x.dtype != torch.uint8 and not x.is_floating_point():
+        if x.is_floating_point():
+            return x.float()  # e.g. float64 from numpy; the conv's weights are float32
+        if x.dtype != torch.uint8:
             raise ValueError(f"observations must be uint8 pixels (or floats in [0, 1]), got dtype {x.dtype}")
         return x
 
