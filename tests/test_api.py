@@ -72,6 +72,7 @@ def test_load_encoder_maps_observations_to_features_frozen_or_trainable(run):
     torch.testing.assert_close(batch[1], one)
     # uint8 pixels and the same pixels scaled to [0, 1] give the same features: the preprocessing is /255
     torch.testing.assert_close(frozen(torch.as_tensor(obs).float() / 255), one)
+    torch.testing.assert_close(frozen(obs / 255.0), one)  # float64 numpy, as from an array division
     trainable = atcrl.load_encoder(result.encoder_path.with_suffix(".json"), freeze=False)
     trainable(obs).sum().backward()
     assert all(p.grad is not None for p in trainable.parameters())
