@@ -29,7 +29,8 @@ env = atcrl.make_env("tiny:point", seed=args.seed, image_size=args.image_size)
 shape, A = env.observation_space.shape, env.action_space.shape[0]
 encoder = ConvEncoder("dmc", shape)
 atc = ATCLoss(encoder, ATCConfig(latent_size=64))  # <- the ATC part: its loss trains the encoder
-mlp = lambda i, o, h=256: nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
+mlp = lambda i, o: nn.Sequential(nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                 nn.Linear(256, o))
 D = encoder.feature_dim
 actor, q1, q2 = mlp(D, 2 * A), mlp(D + A, 1), mlp(D + A, 1)
 q1_t, q2_t = copy.deepcopy(q1), copy.deepcopy(q2)
