@@ -139,7 +139,7 @@ def run_export(cfg: ExportConfig) -> int:
         exported = ENCODER_FROM_CHECKPOINT[info["kind"]](ckpt, info)
         write = export_onnx if cfg.format == "onnx" else export_encoder
         weights = write(exported.encoder, cfg.out, objective=exported.objective, data=exported.data,
-                                 extra=exported.extra)
+                        extra=exported.extra)
     except (ExportError, CheckpointError, ValueError, ImportError) as e:
         print(f"atcrl export: error: {e}", file=sys.stderr)
         return 2
