@@ -90,6 +90,7 @@ def test_wrong_observation_shape_is_one_clear_error():
         EncodedObservation(make_env("tiny:catch", image_size=SIZE), encoder)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_features_are_computed_on_the_encoders_device():
     encoder = _encoder("tiny:catch").cuda()
