@@ -27,7 +27,7 @@ import atcrl
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import plain_value
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.pretrained import PREPROCESSING
+from atcrl.pretrained import PREPROCESSING, as_conv_encoder
 
 __all__ = ["INPUT", "OUTPUT", "export_onnx", "onnx_path", "read_onnx_info"]
 
@@ -69,16 +69,18 @@ def _importable(module: str) -> bool:
 
 
 def export_onnx(
-    encoder: ConvEncoder, out_dir_or_file: str | Path, *, objective: str, data: list[str],
+    encoder: ConvEncoder | nn.Module, out_dir_or_file: str | Path, *, objective: str, data: list[str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the encoder as an ONNX model (uint8 ``obs`` -> float32 ``features``); returns its path.
 
-    The same arguments as ``atcrl.encoder_io.export_encoder``; ``out_dir_or_file`` is a directory
-    (``encoder.onnx`` in it) or a path ending in ``.onnx``.
+    The same arguments as ``atcrl.encoder_io.export_encoder`` (``encoder`` may also be the module of
+    ``atcrl.load_encoder``); ``out_dir_or_file`` is a directory (``encoder.onnx`` in it) or a path ending
+    in ``.onnx``.
     """
     _require_onnx()
     path = onnx_path(out_dir_or_file)
+    encoder = as_conv_encoder(encoder)
     model = _Flat(copy.deepcopy(encoder).cpu().float()).eval()
     example = torch.zeros(2, *encoder.in_shape, dtype=torch.uint8)
     onnx_log = logging.getLogger("torch.onnx")
