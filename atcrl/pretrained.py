@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from atcrl.encoder_io import encoder_info, load_encoder
 from atcrl.nets.encoders import ConvEncoder
 
 __all__ = ["PREPROCESSING", "PretrainedEncoder", "as_conv_encoder"]
@@ -54,8 +55,6 @@ class PretrainedEncoder(nn.Module):
     def load(cls, path: str | Path, *, freeze: bool = True, device: str | torch.device = "cpu",
              expect_in_shape: tuple[int, ...] | None = None) -> PretrainedEncoder:
         """An exported encoder (``atcrl pretrain`` / ``atcrl export`` output: a directory, .safetensors or .json)."""
-        from atcrl.encoder_io import encoder_info, load_encoder
-
         conv = load_encoder(path, expect_in_shape=expect_in_shape)
         return cls(conv, freeze=freeze, info=encoder_info(path)).to(device)
 
