@@ -283,8 +283,8 @@ def update_rng(seed: int, rank: int, update: int) -> np.random.Generator:
 # --------------------------------------------------------------------------- one run
 
 
-def run_pretrain(cfg: PretrainConfig) -> int:
-    """Train, validate, checkpoint and export as ``cfg`` says; returns the exit code."""
+def run_pretrain(cfg: PretrainConfig, *, raise_errors: bool = False) -> int:
+    """Train, validate, checkpoint and export as ``cfg`` says; returns the exit code (raise_errors: raise, not 2)."""
     cfg = dataclasses.replace(cfg, data=tuple(str(Path(p).resolve()) for p in cfg.data))
     dist = None
     try:
@@ -295,6 +295,8 @@ def run_pretrain(cfg: PretrainConfig) -> int:
         dist = init_distributed(device.type)
         return _run(cfg, dist, device)
     except (PretrainError, DatasetError, CheckpointError, FileExistsError, FileNotFoundError) as e:
+        if raise_errors:
+            raise
         print(f"atcrl pretrain: error: {e}", file=sys.stderr)
         return 2
     finally:
