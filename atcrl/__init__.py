@@ -5,7 +5,7 @@ The public API is ``__all__`` (docs/api.md); its names load on first use, so ``i
 
 from typing import Any
 
-__version__ = "0.1.0"
+from atcrl.version import __version__
 
 __all__ = ["Pretrained", "__version__", "collect", "load_encoder", "make_env", "pretrain"]
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import atcrl
 from atcrl.atomic import atomic_write
+from atcrl.version import __version__
 
 __all__ = [
     "CKPT_PATTERN",
@@ -142,7 +142,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, kind: str, confi
     """Atomically write ``state`` (plain data / state dicts only) with its kind, config and versions."""
     payload = {
         "format_version": FORMAT_VERSION,
-        "atcrl_version": atcrl.__version__,
+        "atcrl_version": __version__,
         "kind": kind,
         "config": plain_config(config),
         "created": time.time(),
@@ -174,7 +174,7 @@ def load_checkpoint(
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {payload['format_version']} (written by atcrl "
-            f"{payload.get('atcrl_version', '?')}); this atcrl ({atcrl.__version__}) reads format "
+            f"{payload.get('atcrl_version', '?')}); this atcrl ({__version__}) reads format "
             f"<= {FORMAT_VERSION}. Upgrade atcrl to resume it."
         )
     if payload["kind"] != kind:

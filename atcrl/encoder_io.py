@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import atcrl
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import CheckpointError, plain_value
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
+from atcrl.version import __version__
 
 __all__ = ["ENCODER_FORMAT_VERSION", "encoder_info", "export_encoder", "load_encoder"]
 
@@ -59,7 +59,7 @@ def export_encoder(
         "feature_shape": list(encoder.feature_shape),
         "objective": objective,
         "data": [str(d) for d in data],
-        "atcrl_version": atcrl.__version__,
+        "atcrl_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "weights": weights_path.name,
         "weights_sha256": hashlib.sha256(blob).hexdigest(),

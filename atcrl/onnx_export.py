@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-import atcrl
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import plain_value
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.pretrained import PREPROCESSING, as_conv_encoder
+from atcrl.version import __version__
 
 __all__ = ["INPUT", "OUTPUT", "export_onnx", "onnx_path", "read_onnx_info"]
 
@@ -101,7 +101,7 @@ def export_onnx(
         "format": "atcrl-encoder-onnx", "arch": encoder.arch, "in_shape": list(encoder.in_shape),
         "feature_shape": list(encoder.feature_shape), "feature_dim": encoder.feature_dim,
         "input": INPUT, "output": OUTPUT, "preprocessing": PREPROCESSING, "objective": objective,
-        "data": [str(d) for d in data], "atcrl_version": atcrl.__version__,
+        "data": [str(d) for d in data], "atcrl_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "extra": plain_value(dict(extra or {}), "extra"),
     }
     entry = proto.metadata_props.add()

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from atcrl import __version__
 from atcrl.data.dataset_files import META_FILE, atomic_write
 from atcrl.data.episode import Episode
+from atcrl.version import __version__
 
 FORMAT_NAME = "atcrl-episodes"
 FORMAT_VERSION = 1
