@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from atcrl.cpus import usable_cores
+from atcrl.experiments import inputs
 from atcrl.experiments import record as records
 from atcrl.experiments.cost import describe_seconds, wall_seconds
 from atcrl.experiments.outputs import attempt, is_complete
+from atcrl.experiments.provenance import git_state, machine
 from atcrl.experiments.spec import Experiment, PlanError, Step
 
 LOG_TAIL_LINES = 20
@@ -117,6 +119,7 @@ class Runner:
         self.command = command or ["atcrl", "experiment", exp.name]
         self.states: dict[str, dict[str, Any]] = {}
         self.record: dict[str, Any] = {}
+        self.hashes = inputs.Hashes(out)
         self.t0 = time.monotonic()
 
     # ------------------------------------------------------------------ record
@@ -146,8 +149,9 @@ class Runner:
             if sid not in done_before:
                 state.update(status="pending", returncode=None)
                 state.pop("log_tail", None)
-        self._save()
         todo = [s for s in self.exp.steps if s.id not in done_before]
+        inputs.check(self.exp, self.states, todo, self.hashes)
+        self._save()
         estimate = describe_seconds(wall_seconds(todo, self.jobs)) if todo else "0 min"
         self.echo(f"experiment {self.exp.name} at scale {self.exp.scale}, seeds {list(self.exp.seeds)}, in {self.out}: "
                   f"{len(self.exp.steps)} steps, {len(done_before)} done earlier, {len(todo)} to run "
@@ -201,23 +205,38 @@ class Runner:
         # SIGINT (a second one would make `atcrl train` abort without its checkpoint).
         process = subprocess.Popen([sys.executable, "-m", "atcrl.cli", *command], cwd=self.out, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)
-        if not resumed:
-            self.states[step.id]["wall_time_s"] = None
+        self._provenance(step, command, resumed)
         self._set(step, status="running", ran_command=command, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         detail = f" (resuming; est. {describe_seconds(step.estimate_s)} in all)" if resumed else \
             f" (est. {describe_seconds(step.estimate_s)})"
         self._say("start", step, detail)
         return _Running(step, process, log, time.monotonic(), resumed)
 
+    def _provenance(self, step: Step, command: list[str], resumed: bool) -> None:
+        """Open an attempt: the inputs' hashes, and the git state and machine it runs on. The step's own
+        git state and machine are those of the first attempt that made its current output: a resumed
+        attempt keeps them, a fresh start (nothing to continue) replaces them."""
+        state = self.states[step.id]
+        state["inputs"] = {path: self.hashes(path) for path in self.exp.inputs(step)}
+        now = {**git_state(), "machine": machine()}
+        state.setdefault("attempts", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+                                                 "continued": resumed, **now})
+        if not resumed:
+            state.update(now)
+        elif "git_commit" not in state:  # continues work recorded without provenance: where it began is unknown
+            state.update(dict.fromkeys(now))
+
     def _finish(self, r: _Running, *, interrupted: bool = False) -> None:
         r.log.close()
         code = r.process.returncode
         seconds = time.monotonic() - r.started
         state = self.states[r.step.id]
-        total = round(seconds + (state.get("wall_time_s") or 0.0), 1)
+        total = round(seconds + (state.get("wall_time_s") or 0.0), 1)  # every attempt's time
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        state["attempts"][-1].update(finished=finished, wall_time_s=round(seconds, 1), returncode=code)
         if code == 0 and is_complete(r.step, self.out):
-            self._set(r.step, status="done", returncode=0, wall_time_s=total, finished=finished)
+            self._set(r.step, status="done", returncode=0, wall_time_s=total, finished=finished,
+                      output_hash=self.hashes.made(r.step.out))
             self._say("done", r.step, f" in {describe_duration(seconds)}")
         elif interrupted:
             self._set(r.step, status="pending", returncode=code, wall_time_s=total, finished=finished,

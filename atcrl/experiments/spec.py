@@ -55,6 +55,13 @@ class Step:
         return f"{self.id}.json" if self.kind == "probe" else self.id
 
     @property
+    def external_inputs(self) -> tuple[str, ...]:
+        """Paths outside the experiment this step reads (another experiment's outputs, given to the plan by
+        --expert/--data/--probe-data/--encoder): a step names them, and only them, by absolute path;
+        the outputs of its own experiment it names relative to the experiment directory, in ``depends``."""
+        return tuple(dict.fromkeys(tok for tok in self.command if tok.startswith("/")))
+
+    @property
     def log(self) -> str:
         """Where the step's stdout+stderr go: beside its output, because train/pretrain/collect refuse
         to write into a non-empty directory."""
@@ -82,6 +89,11 @@ class Experiment:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    def inputs(self, step: Step) -> dict[str, str | None]:
+        """Everything ``step`` reads, path -> the id of the step of this plan that makes it (None: external):
+        its dependencies' outputs (relative to the experiment directory), then its external inputs."""
+        return {**{self.step(d).out: d for d in step.depends}, **dict.fromkeys(step.external_inputs)}
 
     def dependants(self, step_id: str) -> set[str]:
         """Ids of every step that needs ``step_id``, directly or through others."""
