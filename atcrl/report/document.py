@@ -8,12 +8,12 @@ numbers; interpreting them is left to the reader.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from atcrl.report import plots
@@ -55,6 +55,10 @@ class Doc:
         self._names[base] += 1
         suffix = f"-{self._names[base]}" if self._names[base] > 1 else ""
         return self.out / f"{base}{suffix}.png"
+
+    def rel(self, path: Path) -> str:
+        """A path as seen from the report's directory, so a rebuilt report reads the same wherever it is built."""
+        return os.path.relpath(path, self.out)
 
     def figure(self, path: Path, alt: str) -> None:
         self.figures.append(path)
@@ -215,7 +219,7 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
             f"- **seeds**: {m.get('seeds', '—')}", f"- **notes**: {m.get('notes') or '—'}",
             f"- **created**: {m.get('created') or '—'}", f"- **git commit**: {m.get('git_commit') or '—'}",
             "- **machine**: " + (", ".join(f"{k} {v}" for k, v in machine.items()) if machine else "—"),
-            f"- **directory**: `{exp.path}`", "", "Command:", "", "```", _command(m.get("command") or []), "```", "")
+            f"- **directory**: `{doc.rel(exp.path)}`", "", "Command:", "", "```", _command(m.get("command") or []), "```", "")
     counts = Counter(s.status for s in exp.steps)
     doc.add(f"Steps: {len(exp.steps)} — " + ", ".join(f"{n} {status}" for status, n in counts.most_common()), "")
     not_done = [s for s in exp.steps if s.status != "done"]
@@ -225,8 +229,8 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
             [[s.id, s.kind, s.variant, "—" if s.seed is None else str(s.seed), s.status, "—" if s.returncode is None else str(s.returncode),
               f"`{s.out}`" + ("" if s.result is not None else " (none)")] for s in not_done]), "")
     for s in not_done:
-        if s.status == "failed" and s.log and (tail := _last_line(exp.path / s.log)):
-            doc.add(f"- {s.id} failed; last line of `{exp.path / s.log}`: `{tail}`")
+        if s.status == "failed" and (tail := _last_line(s, exp.path)):
+            doc.add(f"- {s.id} failed; last line of its log `{s.log}`: `{tail}`")
     doc.add("")
     group_sections(doc, exp.steps, exp.name)
     doc.add("<details><summary>Step commands and wall times</summary>", "", md_table(
@@ -235,12 +239,16 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
           f"`{_command(s.command, 'atcrl ')}`" if s.command else "—"] for s in exp.steps]), "", "</details>", "")
 
 
-def _last_line(path: Path, limit: int = 300) -> str | None:
-    """The last non-empty line of a log (usually the error), shortened; None when unreadable."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return None
+def _last_line(step: Step, exp_dir: Path, limit: int = 300) -> str | None:
+    """The last non-empty line of a failed step's log (usually the error), shortened: from the record's log tail,
+    else from the log file; None when neither is there."""
+    text = step.log_tail
+    if text is None and step.log:
+        try:
+            text = (exp_dir / step.log).read_text(errors="replace")
+        except OSError:
+            return None
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return (lines[-1][:limit].replace("`", "'") + ("…" if len(lines[-1]) > limit else "")) if lines else None
 
 
@@ -279,10 +287,17 @@ def _last(run: Result | None) -> str:
     return "—"
 
 
-def header(doc: Doc, inputs: list[str], problems: list[str]) -> None:
-    doc.add("# atcrl report", "", f"Generated {datetime.now().isoformat(timespec='seconds')} from: "
-            + ", ".join(f"`{p}`" for p in inputs), "")
+def header(doc: Doc, inputs: list[Path], problems: list[str]) -> None:
+    doc.add("# atcrl report", "", "Built by `atcrl report` from (paths relative to this report): "
+            + ", ".join(f"`{doc.rel(p)}`" for p in inputs), "")
     doc.add("Env steps = agent steps × action repeat (the paper's x-axis). Means are over seeds; std is the sample "
             f"std (n − 1). Paper anchors: {SOURCE}.", "")
     if problems:
-        doc.add("## Problems reading the inputs", "", *(f"- {p}" for p in problems), "")
+        doc.add("## Problems reading the inputs", "", *(f"- {_relative(doc, p, inputs)}" for p in problems), "")
+
+
+def _relative(doc: Doc, problem: str, inputs: list[Path]) -> str:
+    """A problem message with the input paths it names relative to the report (as the header shows them)."""
+    for path in sorted(inputs, key=lambda p: -len(str(p))):
+        problem = problem.replace(str(path), doc.rel(path))
+    return problem

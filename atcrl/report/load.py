@@ -44,6 +44,8 @@ class Step:
     wall_time_s: float | None = None
     log: str | None = None
     """The step's log file, relative to the experiment directory (not part of the contract; used when present)."""
+    log_tail: str | None = None
+    """The end of the log of a failed or skipped step, as the record keeps it (a data folder has no logs)."""
     result: Result | None = None
 
 
@@ -85,7 +87,8 @@ def _step(record: Any) -> Step:
                 env=record.get("env"), status=str(record.get("status") or "unknown"),
                 command=[str(a) for a in record.get("command") or []], out=str(record["out"]),
                 returncode=record.get("returncode"), wall_time_s=number(record.get("wall_time_s")),
-                log=record["log"] if isinstance(record.get("log"), str) else None)
+                log=record["log"] if isinstance(record.get("log"), str) else None,
+                log_tail=record["log_tail"] if isinstance(record.get("log_tail"), str) else None)
 
 
 READERS = {"train": read_train_run, "pretrain": read_pretrain_run, "probe": read_probe}
