@@ -15,7 +15,8 @@ runner killed with SIGKILL leaves them running: wait for them before re-running.
 Failures: a failed step is recorded with its exit code and the tail of its log; steps that need it
 are skipped; independent steps still run; the run's exit code is then 1.
 
---jobs N runs up to N ready steps at once, in plan order. Every subprocess may use at most
+--device cuda passes --device cuda to every train, pretrain and probe attempt; with --jobs N the N steps
+share the one GPU. --jobs N runs up to N ready steps at once, in plan order. Every subprocess may use at most
 usable cores // N intra-op threads (OMP_NUM_THREADS and MKL_NUM_THREADS, unless OMP_NUM_THREADS is
 already set in the environment), and within that cap it takes only the cores that are idle when it
 starts (``fastpath.resolve_threads``): threads waiting for each other's cores ran up to 30x slower
@@ -48,6 +49,8 @@ LOG_TAIL_LINES = 20
 INTERRUPT_GRACE_S = 120.0
 """How long an interrupted run waits for its steps to checkpoint and exit after forwarding Ctrl-C."""
 POLL_S = 0.2
+DEVICE_KINDS = ("train", "pretrain", "probe")
+"""The commands that take --device (collection acts on the CPU)."""
 
 
 # --------------------------------------------------------------------------- running
@@ -110,11 +113,11 @@ def plan_states(exp: Experiment, out: Path) -> dict[str, str]:
 class Runner:
     """Executes one experiment in one directory; ``run`` returns the exit code."""
 
-    def __init__(self, exp: Experiment, out: Path, *, jobs: int = 1, command: list[str] | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, exp: Experiment, out: Path, *, jobs: int = 1, device: str | None = None,
+                 command: list[str] | None = None, echo: Callable[[str], None] | None = None) -> None:
         if jobs < 1:
             raise PlanError(f"--jobs must be >= 1, got {jobs}")
-        self.exp, self.out, self.jobs = exp, out, jobs
+        self.exp, self.out, self.jobs, self.device = exp, out, jobs, device
         self.echo = echo or (lambda line: print(line, flush=True))
         self.command = command or ["atcrl", "experiment", exp.name]
         self.states: dict[str, dict[str, Any]] = {}
@@ -198,6 +201,8 @@ class Runner:
 
     def _start(self, step: Step, env: dict[str, str]) -> _Running:
         command, resumed = attempt(step, self.out)
+        if self.device is not None and step.kind in DEVICE_KINDS:
+            command += ["--device", self.device]
         log = open(self.out / step.log, "ab")  # noqa: SIM115 - the step's process writes it until _finish closes it
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
         log.flush()

@@ -48,6 +48,9 @@ class Step:
     """Ids of the steps whose outputs this one reads."""
     estimate_s: float = 0.0
     """Estimated run time in seconds at one thread on the reference 2-core CPU (see cost.py)."""
+    gpu_estimate_s: float | None = None
+    """Estimated run time in seconds on one GPU shared by cost.GPU_RUNS steps; None: not measured for this
+    kind of step (cost.py says what was measured)."""
 
     @property
     def out(self) -> str:
