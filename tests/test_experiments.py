@@ -270,3 +270,8 @@ def test_device_is_passed_to_the_steps_that_compute_and_not_recorded_in_the_plan
     states = {s["id"]: s for s in _load(tmp_path)["steps"]}
     assert states["p"]["ran_command"][-2:] == ["--device", "cpu"] and "--device" not in states["p"]["command"]
     assert "--device" not in states["d"]["ran_command"]  # collection takes no device
+
+
+def test_ray_options_need_the_ray_executor(capsys):
+    assert run_experiment(ExperimentConfig("online", scale="tiny", gpus_per_step=0.5)) == 2
+    assert "apply to --executor ray only" in capsys.readouterr().err

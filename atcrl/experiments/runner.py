@@ -30,17 +30,17 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from atcrl.cpus import usable_cores
 from atcrl.experiments import inputs
 from atcrl.experiments import record as records
 from atcrl.experiments.cost import describe_seconds, wall_seconds
+from atcrl.experiments.executors import Executor, Handle, LocalExecutor
 from atcrl.experiments.outputs import attempt, is_complete
 from atcrl.experiments.provenance import git_state, machine
 from atcrl.experiments.spec import Experiment, PlanError, Step
@@ -59,8 +59,7 @@ DEVICE_KINDS = ("train", "pretrain", "probe")
 @dataclass
 class _Running:
     step: Step
-    process: subprocess.Popen
-    log: IO[bytes]
+    process: Handle
     started: float
     resumed: bool
 
@@ -114,10 +113,12 @@ class Runner:
     """Executes one experiment in one directory; ``run`` returns the exit code."""
 
     def __init__(self, exp: Experiment, out: Path, *, jobs: int = 1, device: str | None = None,
-                 command: list[str] | None = None, echo: Callable[[str], None] | None = None) -> None:
+                 command: list[str] | None = None, echo: Callable[[str], None] | None = None,
+                 executor: Executor | None = None) -> None:
         if jobs < 1:
             raise PlanError(f"--jobs must be >= 1, got {jobs}")
         self.exp, self.out, self.jobs, self.device = exp, out, jobs, device
+        self.executor: Executor = executor or LocalExecutor()
         self.echo = echo or (lambda line: print(line, flush=True))
         self.command = command or ["atcrl", "experiment", exp.name]
         self.states: dict[str, dict[str, Any]] = {}
@@ -141,8 +142,11 @@ class Runner:
     # ------------------------------------------------------------------ run
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
-        with _lock(self.out), _sigterm_as_interrupt():
-            return self._run()
+        try:
+            with _lock(self.out), _sigterm_as_interrupt():
+                return self._run()
+        finally:
+            self.executor.close()
 
     def _run(self) -> int:
         done_before = {k for k, v in plan_states(self.exp, self.out).items() if v == "done"}
@@ -203,19 +207,16 @@ class Runner:
         command, resumed = attempt(step, self.out)
         if self.device is not None and step.kind in DEVICE_KINDS:
             command += ["--device", self.device]
-        log = open(self.out / step.log, "ab")  # noqa: SIM115 - the step's process writes it until _finish closes it
-        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
-        log.flush()
-        # Own process group: a terminal's Ctrl-C reaches only this runner, which forwards exactly one
-        # SIGINT (a second one would make `atcrl train` abort without its checkpoint).
-        process = subprocess.Popen([sys.executable, "-m", "atcrl.cli", *command], cwd=self.out, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)
+        with open(self.out / step.log, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
+        process = self.executor.start(command, self.out.resolve(), env, self.out.resolve() / step.log,
+                                      gpu=step.kind in DEVICE_KINDS)
         self._provenance(step, command, resumed)
         self._set(step, status="running", ran_command=command, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         detail = f" (resuming; est. {describe_seconds(step.estimate_s)} in all)" if resumed else \
             f" (est. {describe_seconds(step.estimate_s)})"
         self._say("start", step, detail)
-        return _Running(step, process, log, time.monotonic(), resumed)
+        return _Running(step, process, time.monotonic(), resumed)
 
     def _provenance(self, step: Step, command: list[str], resumed: bool) -> None:
         """Open an attempt: the inputs' hashes, and the git state and machine it runs on. The step's own
@@ -225,15 +226,24 @@ class Runner:
         state["inputs"] = {path: self.hashes(path) for path in self.exp.inputs(step)}
         now = {**git_state(), "machine": machine()}
         state.setdefault("attempts", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
-                                                 "continued": resumed, **now})
+                                                 "continued": resumed, "executor": self.executor.name, **now})
         if not resumed:
             state.update(now)
         elif "git_commit" not in state:  # continues work recorded without provenance: where it began is unknown
             state.update(dict.fromkeys(now))
 
+    def _remote_provenance(self, r: _Running) -> None:
+        """A step that ran on another machine (a Ray worker) records that machine and its checkout."""
+        if (where := r.process.where()) is None:
+            return
+        state = self.states[r.step.id]
+        state["attempts"][-1].update(where)
+        if not r.resumed:
+            state.update(where)
+
     def _finish(self, r: _Running, *, interrupted: bool = False) -> None:
-        r.log.close()
-        code = r.process.returncode
+        code = r.process.poll()
+        self._remote_provenance(r)
         seconds = time.monotonic() - r.started
         state = self.states[r.step.id]
         total = round(seconds + (state.get("wall_time_s") or 0.0), 1)  # every attempt's time
@@ -259,7 +269,7 @@ class Runner:
         self.echo(f"stopping {len(running)} running step(s) (they checkpoint first; Ctrl-C again to kill them)")
         for r in running.values():
             with contextlib.suppress(ProcessLookupError):
-                r.process.send_signal(signal.SIGINT)
+                r.process.interrupt()
         deadline = time.monotonic() + INTERRUPT_GRACE_S
         try:
             for r in running.values():
@@ -270,7 +280,8 @@ class Runner:
         for r in running.values():
             if r.process.poll() is None:
                 r.process.kill()
-                r.process.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.process.wait(timeout=INTERRUPT_GRACE_S)
             self._finish(r, interrupted=True)
 
 
