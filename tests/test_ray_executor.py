@@ -95,3 +95,23 @@ def test_a_tiny_plan_on_ray_with_a_step_killed_mid_run_and_resumed(tmp_path, loc
     assert json.loads((out / "rl-s0" / "summary.json").read_text())["steps"] == 1_500
     assert {p.name for p in out.glob("*.log") if p.stat().st_size != logs[p.name]} == {"rl-s0.log"}
     assert "==== " in (out / "rl-s0.log").read_text()  # the step's output came back to OUT/<step>.log
+
+
+def test_an_interrupted_ray_task_stops_its_step_at_a_checkpoint(tmp_path, local_ray):
+    """The runner's Ctrl-C cancels the task: it forwards one SIGINT, and `atcrl train` checkpoints and exits."""
+    out = tmp_path.resolve()
+    train = tiny_plan().step("rl-s0")
+    executor = RayExecutor(cpus=1)
+    handle = executor.start(list(train.command), out, {}, out / train.log, gpu=True)
+    deadline = time.monotonic() + 240
+    while latest_checkpoint(out / "rl-s0" / "checkpoints") is None:
+        assert time.monotonic() < deadline and handle.poll() is None, "the training step never checkpointed"
+        time.sleep(0.2)
+    handle.interrupt()
+    assert handle.wait(timeout=180) is not None
+    summary = json.loads((out / "rl-s0" / "summary.json").read_text())
+    assert 0 < summary["steps"] < 1_500  # stopped early, at a safe point, with its summary
+    assert latest_checkpoint(out / "rl-s0" / "checkpoints") is not None
+    assert handle.where()["machine"]["cpu"]
+    executor.close()  # a Ray instance the executor did not start stays up
+    assert ray.is_initialized()

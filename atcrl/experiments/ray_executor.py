@@ -9,8 +9,9 @@ mount). The plan, experiment.json and the skip-if-finished rule stay the runner'
 experiment can be stopped and continued with either executor.
 
 Stopping: the runner's Ctrl-C cancels the tasks (``ray.cancel``), which forward one SIGINT to their
-step: it checkpoints and exits, and the next run continues it. A step's process dies with its
-worker (PR_SET_PDEATHSIG), so a task killed by Ray leaves no orphan. Each step records the
+step (with SIGINT unblocked: Ray workers block it, and the mask is inherited): it checkpoints and exits,
+and the next run continues it. A step's process dies with its worker (PR_SET_PDEATHSIG), so a task
+killed by Ray leaves no orphan. Each step records the
 machine and checkout of the worker it ran on.
 
 ``ray`` is an optional dependency (``pip install "atcrl[ray]"``); the local executor needs none.
@@ -28,21 +29,31 @@ from typing import Any
 from atcrl.experiments.spec import PlanError
 
 INTERRUPT_GRACE_S = 120.0
+POLL_S = 0.1
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _death_signal() -> Callable[[], None] | None:
-    """A function for the step's process (run between fork and exec) that makes it get SIGKILL when the Ray
-    worker that started it dies: prctl(PR_SET_PDEATHSIG) on Linux, bound here in the parent so the child only
-    calls into libc (no import or allocation in a forked child of a threaded worker); None elsewhere."""
+def _child_setup() -> Callable[[], None]:
+    """What the step's process runs between fork and exec: unblock SIGINT and SIGTERM (a Ray worker blocks them,
+    and a blocked mask is inherited, so the step would never see the forwarded Ctrl-C), and on Linux get SIGKILL
+    when the worker dies (prctl PR_SET_PDEATHSIG). Bound here in the parent, so the forked child of a threaded
+    worker imports and allocates nothing."""
+    import signal
+
+    unblock = (signal.SIGINT, signal.SIGTERM)
     try:
         import ctypes
-        import signal
 
         prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        prctl = None
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+    return setup
 
 
 def run_step(command: list[str], cwd: str, env: dict[str, str], log: str) -> dict[str, Any]:
@@ -56,9 +67,12 @@ def run_step(command: list[str], cwd: str, env: dict[str, str], log: str) -> dic
     with open(log, "ab") as out:
         process = subprocess.Popen(atcrl_argv(command), cwd=cwd, env={**os.environ, **env}, stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   preexec_fn=_death_signal())  # noqa: PLW1509 - one libc call, bound before the fork
+                                   preexec_fn=_child_setup())  # noqa: PLW1509 - two C calls, bound before the fork
         try:
-            code = process.wait()
+            # Polled, not a blocking wait: ray.cancel raises KeyboardInterrupt in this thread only while Python
+            # code runs (a waitpid blocked in C never saw it).
+            while (code := process.poll()) is None:
+                time.sleep(POLL_S)
         except KeyboardInterrupt:  # ray.cancel(force=False): stop as Ctrl-C does, so a training run checkpoints
             process.send_signal(signal.SIGINT)
             try:
