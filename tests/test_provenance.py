@@ -128,3 +128,13 @@ def test_input_changed_since_a_step_read_it_or_made_it_is_refused(tmp_path):
     (tmp_path / record.RECORD).write_text(json.dumps(rec))
     with pytest.raises(PlanError, match="d changed since step e read it"):
         Runner(grown, tmp_path, echo=lambda _: None).run()
+
+
+def test_the_runner_and_its_provenance_stay_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; from atcrl.experiments import cli, provenance; provenance.machine(); provenance.git_state(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

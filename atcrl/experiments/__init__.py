@@ -12,9 +12,10 @@ each module's NOTES say what is reduced and why) and ``tiny`` (a smoke test of s
 
 Modules: spec (Step, Experiment), commands (step builders and run sizes), scales (sizes shared per
 scale), offline (expert -> demonstrations), one module per experiment, plans (registry), cost (time
-estimates), provenance (git state, machine, content hashes), inputs (what a step reads; the refusal
-of changed inputs), record (experiment.json), outputs (when a step is complete; how it is
-continued), runner (execution), cli (`atcrl experiment`).
+estimates on CPU and on one GPU), provenance (git state, machine, content hashes), inputs (what a
+step reads; the refusal of changed inputs), record (experiment.json), outputs (when a step is
+complete; how it is continued), executors (local subprocesses), ray_executor (Ray tasks), runner
+(execution), cli (`atcrl experiment`).
 
 Directory contract (what `atcrl report` reads). OUT/experiment.json is rewritten atomically after
 every change of a step's state:

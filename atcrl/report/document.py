@@ -27,14 +27,21 @@ from atcrl.report.stats import (
     TrainCell,
     ValueCell,
     compare,
-    fmt_stat,
     fmt_steps,
     mean_curve,
     pretrain_cell,
     probe_cell,
     train_cell,
 )
-from atcrl.report.tables import budget, join_table, md_table, pretrain_table, probe_table, quoted_table, train_table
+from atcrl.report.tables import (
+    budget,
+    join_table,
+    md_table,
+    pretrain_table,
+    probe_table,
+    quoted_table,
+    train_table,
+)
 
 NOT_DONE = ("failed", "skipped", "pending", "running", "unknown")
 

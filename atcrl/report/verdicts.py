@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from atcrl.report.intervals import Estimate, Scores, difference, probability_of_improvement, scores, seeds_to_decide
+from atcrl.report.intervals import (
+    Estimate,
+    Scores,
+    difference,
+    probability_of_improvement,
+    scores,
+    seeds_to_decide,
+)
 from atcrl.report.load import Step
 from atcrl.report.runs import ProbeRun, TrainRun
 
@@ -101,9 +108,9 @@ def variant_scores(steps: Sequence[Step], group: str, variant: str, metric: Metr
     kind = "train" if metric == "final return" else "probe"
     values: dict[str, dict[int, float]] = {}
     for s in steps:
-        if (s.kind, s.group, s.variant) == (kind, group, variant) and s.seed is not None and s.env is not None:
-            if (tasks is None or s.env in tasks) and (v := step_score(s, metric)) is not None:
-                values.setdefault(s.env, {})[s.seed] = v
+        if ((s.kind, s.group, s.variant) == (kind, group, variant) and s.seed is not None and s.env is not None
+                and (tasks is None or s.env in tasks) and (v := step_score(s, metric)) is not None):
+            values.setdefault(s.env, {})[s.seed] = v
     return scores(values)
 
 
