@@ -195,6 +195,19 @@ def test_an_experiment_report_has_header_curves_table_anchors_status_and_claims(
     assert_pngs(tmp_path / "report", text)
 
 
+def test_steps_that_read_a_replaced_output_are_flagged(tmp_path):
+    root = modes_experiment(tmp_path / "exp")
+    record = json.loads((root / "experiment.json").read_text())
+    record["steps"][0].update(output_hash="sha256:" + "a" * 64)
+    record["steps"][1].update(inputs={"runs/atc-0": "sha256:" + "b" * 64})  # read an earlier version
+    record["steps"][2].update(inputs={"runs/atc-0": "sha256:" + "a" * 64})  # read the current one
+    (root / "experiment.json").write_text(json.dumps(record))
+    code, text = report(tmp_path, root)
+    assert code == 0
+    assert "- atc-1 read `runs/atc-0` at bbbbbbbbbbbb, but atc-0 now records aaaaaaaaaaaa" in text
+    assert "e2e-0 read" not in text
+
+
 def test_published_figures_appear_only_in_their_own_rows_at_our_budget(tmp_path):
     runs = tmp_path / "runs"
     train_dir(runs / "atc-0", ENV, [0.0, 300.0, 600.0], repeat=8, every=6250, seed=0)  # 12.5k agent = 100k env steps

@@ -228,6 +228,9 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
     for s in not_done:
         if s.status == "failed" and (tail := _last_line(s, exp.path)):
             doc.add(f"- {s.id} failed; last line of its log `{s.log}`: `{tail}`")
+    if stale := stale_inputs(exp.steps):
+        doc.add("Provenance warnings (a step read another step's output in a version that is no longer its "
+                "output, e.g. after that step was re-run):", "", *(f"- {w}" for w in stale), "")
     doc.add("")
     group_sections(doc, exp.steps, exp.name)
     evidence.verdicts(doc, exp.name, exp.steps)
@@ -238,6 +241,15 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
         "Commit: of the attempt that made the step's output (a resumed attempt keeps it); +dirty: uncommitted "
         "changes were present. The full record (machine, every attempt, input hashes) is the experiment.json.", "",
         "</details>", "")
+
+
+def stale_inputs(steps: list[Step]) -> list[str]:
+    """Steps whose recorded input hash differs from the output hash its producing step recorded."""
+    made = {s.out: s for s in steps if s.output_hash is not None}
+    return [f"{s.id} read `{path}` at {seen.removeprefix('sha256:')[:12]}, but {made[path].id} now records "
+            f"{made[path].output_hash.removeprefix('sha256:')[:12]}"
+            for s in steps for path, seen in s.inputs.items()
+            if path in made and seen is not None and seen != made[path].output_hash]
 
 
 def _commit(step: Step) -> str:

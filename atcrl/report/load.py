@@ -50,6 +50,9 @@ class Step:
     git_dirty: bool | None = None
     """The git state of the attempt that made the step's output (experiment.json provenance)."""
     attempts: int = 0
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    """Input path -> content hash when the step last started (experiment.json provenance)."""
+    output_hash: str | None = None
     result: Result | None = None
 
 
@@ -95,7 +98,9 @@ def _step(record: Any) -> Step:
                 log_tail=record["log_tail"] if isinstance(record.get("log_tail"), str) else None,
                 git_commit=record["git_commit"] if isinstance(record.get("git_commit"), str) else None,
                 git_dirty=record["git_dirty"] if isinstance(record.get("git_dirty"), bool) else None,
-                attempts=len(record["attempts"]) if isinstance(record.get("attempts"), list) else 0)
+                attempts=len(record["attempts"]) if isinstance(record.get("attempts"), list) else 0,
+                inputs=dict(record["inputs"]) if isinstance(record.get("inputs"), dict) else {},
+                output_hash=record["output_hash"] if isinstance(record.get("output_hash"), str) else None)
 
 
 READERS = {"train": read_train_run, "pretrain": read_pretrain_run, "probe": read_probe}
