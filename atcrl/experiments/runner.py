@@ -207,11 +207,11 @@ class Runner:
         command, resumed = attempt(step, self.out)
         if self.device is not None and step.kind in DEVICE_KINDS:
             command += ["--device", self.device]
+        self._provenance(step, command, resumed)
         with open(self.out / step.log, "ab") as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
         process = self.executor.start(command, self.out.resolve(), env, self.out.resolve() / step.log,
                                       gpu=step.kind in DEVICE_KINDS)
-        self._provenance(step, command, resumed)
         self._set(step, status="running", ran_command=command, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         detail = f" (resuming; est. {describe_seconds(step.estimate_s)} in all)" if resumed else \
             f" (est. {describe_seconds(step.estimate_s)})"
