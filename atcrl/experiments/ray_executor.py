@@ -143,7 +143,11 @@ class RayExecutor:
             raise PlanError(f"--cpus-per-step must be > 0 and --gpus-per-step >= 0, got {cpus} and {gpus}")
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise PlanError(f"cannot start or reach Ray at --address {address or '(local)'}: {first}") from e
         self._task = ray.remote(run_step)
         self.cpus, self.gpus = cpus, gpus
 
