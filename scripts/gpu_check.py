@@ -87,22 +87,15 @@ def _tail(log: Path, n: int = 6) -> str:
 
 
 def machine(device: str) -> dict[str, Any]:
+    """The experiment runner's machine record (CPU model and ISA, cores, GPUs, torch and its CUDA) + the date."""
     import torch
 
-    from atcrl.bench.cli import machine_info
+    from atcrl.experiments.provenance import machine as describe
 
-    info = machine_info(device)
-    flags: set[str] = set()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    info["isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    info = {**describe(), "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    gpu_count=torch.cuda.device_count())
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
     return info
 
 
