@@ -23,9 +23,13 @@ from atcrl.data.episode import Episode
 _REQUIRED_ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "task")
 _SMALL_ARRAYS = ("rewards", "terminated", "truncated", "task")
 # Everything a damaged zip/npy file can raise while being opened or decoded (numpy parses
-# .npy headers as Python literals, so a damaged header surfaces as SyntaxError/TokenError).
+# .npy headers as Python literals, so a damaged header surfaces as SyntaxError/TokenError; a
+# damaged zip directory can claim a zip version or compression method zipfile does not implement,
+# or an encrypted member, which zipfile reports as RuntimeError).
 _READ_ERRORS = (
     zipfile.BadZipFile,
+    NotImplementedError,
+    RuntimeError,
     zlib.error,
     ValueError,
     EOFError,

@@ -55,6 +55,7 @@ from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
 from atcrl.progress import Progress
+from atcrl.runlock import hold_dir_lock
 from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, resolve_device, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
@@ -299,6 +300,8 @@ def run_pretrain(cfg: PretrainConfig) -> int:
 def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     settings = resolve_settings(cfg)
     out = prepare_run_dir(cfg.out, resume=cfg.resume, create=False)  # every rank checks; rank 0 creates
+    if cfg.resume and dist.is_main:  # one writer per run directory (a fresh one is locked when created)
+        hold_dir_lock(out, what="run directory")
     configure_process(cfg.fast)  # threads and allocator, before the replay and the model allocate
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     data = load_data(cfg)
@@ -334,7 +337,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     total = settings.optim.total_updates
     stop = min(total, cfg.stop_after) if cfg.stop_after else total
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        hold_dir_lock(out, what="run directory", fresh=not cfg.resume)
         _write_run_info(out, cfg, settings, data, dist, describe(cfg.fast, device))
     dist.barrier()
     forward = wrap_for_ddp(objective, dist, device)
@@ -408,7 +411,7 @@ def _export_untrained(cfg: PretrainConfig, settings: Settings, data: Data, objec
                       dist: Dist) -> int:
     """An objective with nothing to train (the random baseline): write the run info, export the initial weights."""
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        hold_dir_lock(out, what="run directory", fresh=not cfg.resume)
         _write_run_info(out, cfg, settings, data, dist)
         path = export_encoder(objective.encoder, out, objective=cfg.objective, data=list(cfg.data),
                               extra={"updates": 0, "preset": cfg.preset, "seed": cfg.seed, "tasks": data.tasks,
