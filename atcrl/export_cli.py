@@ -21,11 +21,12 @@ from atcrl.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_path,
-    export_encoder,
     latest_checkpoint,
     load_checkpoint,
 )
+from atcrl.encoder_io import encoder_paths, export_encoder
 from atcrl.jsonfile import read_json
+from atcrl.output_guard import check_outputs
 from atcrl.nets.encoders import ConvEncoder
 
 RUN_INFO = "config.json"
@@ -46,6 +47,8 @@ class ExportConfig:
     """Where to write: a directory (encoder.safetensors + encoder.json) or a .safetensors/.json path."""
     checkpoint: str | None = None
     """Which checkpoint: a step number (e.g. 4000) or a checkpoint file; None = the run's latest."""
+    force: bool = False
+    """Replace existing files at --out (files inside a dataset or a run directory are never replaced)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def run_export(cfg: ExportConfig) -> int:
     """``atcrl export``: 0 on success, 2 on bad input (the message says what)."""
     run = Path(cfg.run)
     try:
+        check_outputs(encoder_paths(cfg.out), force=cfg.force)
         info = read_run_info(run)
         path = find_checkpoint(run, cfg.checkpoint, info)
         ckpt = load_checkpoint(path, kind=info["kind"])

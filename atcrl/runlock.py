@@ -11,6 +11,7 @@ line into the file, so a second writer is refused with one line naming them. Rea
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shlex
@@ -40,6 +41,8 @@ class DirLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)  # a released lock file names no holder (and takes no space)
             os.close(self._fd)  # closing the file drops the flock
             self._fd = None
 

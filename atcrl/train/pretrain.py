@@ -47,7 +47,7 @@ from atcrl.checkpoint import (
     save_rotating,
     set_rng_state,
 )
-from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
+from atcrl.data.dataset import DatasetError, EpisodeDataset, open_datasets
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
 from atcrl.fastpath import FastPathConfig, autocast, configure_process, describe, prepare_module
@@ -67,7 +67,9 @@ KIND = "pretrain"
 CKPT_DIR = "checkpoints"
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = ("resume", "out", "device", "fast", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
-                     "stop_after", "tensorboard", "val_batches")
+                     "stop_after", "tensorboard", "val_batches", "skip_corrupt")
+MIN_VALID_PAIRS = 0.5
+"""Below this fraction of valid pairs in a trial batch, pretrain warns that delta_t is too long for the data."""
 _VAL_TAG = 0x7A1  # keeps validation seeds apart from the per-update training seeds
 
 
@@ -130,6 +132,8 @@ class PretrainConfig:
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
     tensorboard: bool = True
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
+    skip_corrupt: bool = False
+    """Leave out episode files that are damaged or hold NaN/Inf (each is named on stderr) instead of stopping."""
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -204,7 +208,7 @@ class Data:
 
 def load_data(cfg: PretrainConfig) -> Data:
     """Open every dataset, split each task's episodes into train/val, and fill one replay per task."""
-    datasets = [open_dataset(p) for p in cfg.data]
+    datasets = open_datasets(cfg.data, skip_corrupt=cfg.skip_corrupt, command="pretrain")
     first = datasets[0]
     for ds in datasets[1:]:
         a, b = _layout(first), _layout(ds)
@@ -425,9 +429,13 @@ def _check_sampling(cfg: PretrainConfig, data: Data, need: SamplingNeed, local_b
     """Draw one training and one validation batch now, so bad sizes fail before the run dir is written."""
     rng = np.random.default_rng(0)
     try:
-        sample(data.train, need, local_batch, rng)
+        batch = sample(data.train, need, local_batch, rng)
     except ValueError as e:
         raise PretrainError(f"{_names(cfg)}: {e}") from e
+    if need.kind == "pairs" and (valid := float(batch.valid.float().mean())) < MIN_VALID_PAIRS:
+        print(f"warning: only {valid:.0%} of the sampled pairs are valid: delta_t={need.delta_t} reaches past the "
+              "end of most episodes, so most pairs teach nothing. Use a smaller delta_t or longer episodes",
+              file=sys.stderr)
     if data.val is not None:
         try:
             sample(data.val, need, local_batch, rng)
