@@ -26,8 +26,8 @@ from atcrl.checkpoint import (
 )
 from atcrl.encoder_io import encoder_paths, export_encoder
 from atcrl.jsonfile import read_json
-from atcrl.output_guard import check_outputs
 from atcrl.nets.encoders import ConvEncoder
+from atcrl.output_guard import check_outputs
 
 RUN_INFO = "config.json"
 CKPT_DIR = "checkpoints"

@@ -49,11 +49,14 @@ class DirLock:
     def __del__(self) -> None:
         self.release()
 
-    def __enter__(self) -> DirLock:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+def _command_line() -> str:
+    """This process's command line as typed (Linux: from /proc, so `python -m ...` shows in full)."""
+    try:
+        words = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        return shlex.join(w.decode(errors="replace") for w in words)
+    except OSError:
+        return shlex.join(sys.argv)
 
 
 def _holder(lock_path: Path) -> str:
@@ -94,7 +97,7 @@ def lock_dir(directory: str | Path, *, what: str = "directory", fresh: bool = Fa
         raise FileExistsError(f"{what} {directory} is no longer empty (another writer started there); "
                               "choose another --out")
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n{shlex.join(sys.argv)}\n".encode())
+    os.write(fd, f"{os.getpid()}\n{_command_line()}\n".encode())
     return lock
 
 

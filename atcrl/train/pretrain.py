@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -383,11 +384,13 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         bar.close()
         logger.close()
     if interrupted:
-        print(f"stopped at update {done} of {total} (Ctrl-C); continue with --resume --out {out}", file=sys.stderr)
+        print(f"stopped at update {done} of {total} (Ctrl-C); continue with the same command plus --resume "
+              f"--out {shlex.quote(str(out))}", file=sys.stderr)
         return 130
     if stop < total:
         if dist.is_main:
-            print(f"stopped after {stop} of {total} updates; continue with --resume --out {out}", file=sys.stderr)
+            print(f"stopped after {stop} of {total} updates; continue with the same command plus --resume "
+                  f"--out {shlex.quote(str(out))}", file=sys.stderr)
         return 0
     if dist.is_main:
         path = export_encoder(
