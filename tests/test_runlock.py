@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from reltools import CHILD_ENV, one_line_error, run, snapshot, start, tiny_episode, wait_for
 
 from atcrl.checkpoint import list_checkpoints
 from atcrl.data.dataset import DatasetWriter, open_dataset, read_meta, validate_dataset
 from atcrl.metrics_log import read_jsonl
 from atcrl.runlock import LOCK_FILE, DirLockedError, hold_dir_lock, lock_dir
-from reltools import CHILD_ENV, one_line_error, run, snapshot, start, tiny_episode, wait_for
 
 _HOLDER = "import sys, time; from atcrl.runlock import lock_dir; l = lock_dir(sys.argv[1]); print('locked', flush=True); time.sleep(120)"
 
