@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -118,7 +119,9 @@ def _minari_root(root: Path | None) -> Iterator[None]:
 
 def run_info(cfg: InfoConfig) -> int:
     try:
-        ds = open_dataset(cfg.path, skip_corrupt=cfg.skip_corrupt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped files are listed in the summary
+            ds = open_dataset(cfg.path, skip_corrupt=cfg.skip_corrupt)
     except CorruptEpisodeError as e:
         q = shlex.quote(str(cfg.path))
         print(f"error: {e}. Pass --skip-corrupt to summarise the readable episodes; `atcrl dataset validate {q}` "
