@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import tyro
 
-from atcrl.failures import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, debug_wanted, failure_line
+from atcrl.failures import EXIT_BAD_INPUT, EXIT_INTERRUPTED, debug_wanted, exit_code, failure_line
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def _resolve(argv: list[str]) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; an exception it does not handle becomes one line on stderr and exit code 1
-    (``--debug`` anywhere on the command line, or ATCRL_DEBUG=1, shows the traceback instead)."""
+    """Run one command; an exception it does not handle becomes one line on stderr and exit code 1 (3 for a
+    divergence; ``--debug`` anywhere on the command line, or ATCRL_DEBUG=1, shows the traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or debug_wanted()
     argv = [a for a in argv if a != "--debug"]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"atcrl {name}: error: {failure_line(e)}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_code(e)
 
 
 if __name__ == "__main__":

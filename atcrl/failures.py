@@ -3,8 +3,8 @@ and the fix (the traceback only with ``--debug`` or ``ATCRL_DEBUG=1``), and the 
 
 Exit codes, the same for every command (docs/reliability.md):
 0 done; 1 the work failed (damaged data, a full disk, a directory another process is writing, ...);
-2 bad input or usage (the message says what to change); 3 ``atcrl train`` stopped because a loss became
-NaN/inf; 130 interrupted (Ctrl-C), after the last checkpoint.
+2 bad input or usage (the message says what to change); 3 training diverged (a loss became NaN/inf;
+``atcrl train`` and ``atcrl pretrain``); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import errno
 import os
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "debug_wanted",
-           "failure_line"]
+           "exit_code", "failure_line"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,6 +46,11 @@ def _os_error(error: OSError) -> str:
     if error.errno in _NOT_WRITABLE:
         return f"cannot write{where} ({reason}): choose an --out you can write to, or fix its permissions"
     return f"{reason}{':' + where if where else ''}"
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code for an exception no command handled (a divergence has its own)."""
+    return EXIT_DIVERGED if isinstance(error, FloatingPointError) else EXIT_FAILED
 
 
 def failure_line(error: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from reltools import snapshot
 
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import open_dataset
@@ -13,7 +14,6 @@ from atcrl.encoder_io import load_encoder
 from atcrl.envs import make_env
 from atcrl.output_guard import OutputError, check_outputs
 from atcrl.train.collect import collect_episodes, random_policy
-from reltools import snapshot
 
 SIZE = 32
 

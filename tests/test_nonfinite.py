@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reltools import tiny_episode
 
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import DatasetError, DatasetWriter, episode_files, read_episode, read_meta
@@ -15,7 +16,6 @@ from atcrl.data.episode_npz import episode_arrays, write_npz
 from atcrl.envs import make_env
 from atcrl.train.collect import collect_episodes, random_policy
 from atcrl.train.probe import r2_scores
-from reltools import tiny_episode
 
 DEFECTS = {1: ("physics", (3, 1), np.nan), 2: ("rewards", (7,), np.inf), 3: ("actions", (0, 1), np.nan)}
 """Episode index -> (array, index, value) planted in it."""

@@ -26,8 +26,10 @@ import tyro
 from atcrl.data.dataset_files import META_FILE, episode_files
 from atcrl.data.dataset_meta import CorruptEpisodeError, DatasetError
 from atcrl.data.dataset_reader import open_dataset, validate_dataset
+from atcrl.failures import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-EXIT_OK, EXIT_BAD_FILES, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BAD_FILES = EXIT_FAILED
+"""A dataset with bad episode files is the command's failure (exit 1), like any other."""
 
 
 @dataclass(frozen=True)

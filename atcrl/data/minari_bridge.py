@@ -16,10 +16,10 @@ import numpy as np
 
 from atcrl.data.dataset_meta import DatasetError, DatasetMeta
 from atcrl.data.dataset_reader import EpisodeDataset, Progress, open_dataset
-from atcrl.output_guard import protected_owner
 from atcrl.data.dataset_writer import DatasetWriter
 from atcrl.data.episode import Episode
 from atcrl.data.episode_npz import read_array
+from atcrl.output_guard import protected_owner
 
 Layout = Literal["auto", "chw", "hwc"]
 ATCRL_META_KEY = "atcrl_meta"
