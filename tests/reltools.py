@@ -67,3 +67,12 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file under ``directory``: equal snapshots mean nothing was written."""
     return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def point_dataset(root: Path, episodes: int = 3, size: int = 32) -> Path:
+    """``episodes`` random-action tiny:point episodes (50 steps each, with physics) recorded at ``size`` px."""
+    from atcrl.envs import make_env
+    from atcrl.train.collect import collect_episodes, random_policy
+
+    space = make_env("tiny:point", image_size=size).action_space
+    return collect_episodes("tiny:point", episodes, random_policy(space), out=root, image_size=size, progress=False)

@@ -10,22 +10,18 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from reltools import ROOT, one_line_error, run
+from reltools import ROOT, one_line_error, point_dataset, run
 
 from atcrl import atomic, failures
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.cli import main as atcrl
-from atcrl.envs import make_env
-from atcrl.train.collect import collect_episodes, random_policy
 
 FakeStatvfs = namedtuple("FakeStatvfs", "f_bavail f_frsize")
 
 
 @pytest.fixture(scope="module")
 def point(tmp_path_factory) -> Path:
-    space = make_env("tiny:point", image_size=32).action_space
-    return collect_episodes("tiny:point", 3, random_policy(space), out=tmp_path_factory.mktemp("d") / "point",
-                            image_size=32, progress=False)
+    return point_dataset(tmp_path_factory.mktemp("d") / "point")
 
 
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:

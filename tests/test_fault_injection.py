@@ -12,12 +12,13 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from reltools import one_line_error, snapshot, start, tiny_episode, wait_for
+from reltools import one_line_error, point_dataset, snapshot, start, tiny_episode, wait_for
 
 from atcrl.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from atcrl.cli import main as atcrl
@@ -78,6 +79,17 @@ def _outcome(action, same, error_type, path: Path) -> str:
     return "identical" if same(result) else "silent"
 
 
+def each_flip(path: Path, original: bytes) -> Iterator[int]:
+    """Write ``original`` with one byte flipped to ``path``, for every byte and mask; restore it at the end."""
+    for mask in MASKS:
+        for i in range(len(original)):
+            damaged = bytearray(original)
+            damaged[i] ^= mask
+            path.write_bytes(damaged)
+            yield i
+    path.write_bytes(original)
+
+
 def test_every_byte_flip_of_an_episode_file_is_harmless_or_named(tmp_path, figures_dir):
     episode, meta = tiny_episode()
     writer = DatasetWriter(tmp_path / "ds", meta)
@@ -85,16 +97,11 @@ def test_every_byte_flip_of_an_episode_file_is_harmless_or_named(tmp_path, figur
     writer.close()
     original, summary = path.read_bytes(), summarize_episode(path, meta)
     outcomes: Counter[str] = Counter()
-    for mask in MASKS:
-        for i in range(len(original)):
-            damaged = bytearray(original)
-            damaged[i] ^= mask
-            path.write_bytes(damaged)
-            outcomes["scan " + _outcome(lambda: summarize_episode(path, meta), lambda s: s == summary,
-                                        CorruptEpisodeError, path)] += 1
-            outcomes["load " + _outcome(lambda: read_episode(path, meta), lambda e: _same_episode(e, episode),
-                                        CorruptEpisodeError, path)] += 1
-    path.write_bytes(original)
+    for _ in each_flip(path, original):
+        outcomes["scan " + _outcome(lambda: summarize_episode(path, meta), lambda s: s == summary,
+                                    CorruptEpisodeError, path)] += 1
+        outcomes["load " + _outcome(lambda: read_episode(path, meta), lambda e: _same_episode(e, episode),
+                                    CorruptEpisodeError, path)] += 1
     figures = record(figures_dir, "episode_flips", {
         "file_bytes": len(original), "masks": len(MASKS), "flips": len(original) * len(MASKS),
         "outcomes": dict(outcomes)})
@@ -119,21 +126,17 @@ def test_every_byte_flip_of_a_checkpoint_is_harmless_named_or_falls_back(tmp_pat
         return type(a) is type(b) and a == b
 
     outcomes: Counter[str] = Counter()
-    for mask in MASKS:
-        for i in range(len(original)):
-            damaged = bytearray(original)
-            damaged[i] ^= mask
-            path.write_bytes(damaged)
-            outcomes["file " + _outcome(lambda: load_checkpoint(path, kind="test"),
-                                        lambda c: same(c.state, state) and c.config == {"a": 1},
-                                        CheckpointError, path)] += 1
-            ckpt = load_checkpoint(tmp_path, kind="test")  # the directory: newest readable one
-            fell_back = ckpt.path == older
-            assert fell_back or same(ckpt.state, state)
-            if fell_back:
-                assert same(ckpt.state, {**state, "step": 6})
-                assert f"warning: {path} is damaged; using {older}" in capsys.readouterr().err
-            outcomes["directory " + ("fell-back" if fell_back else "identical")] += 1
+    for _ in each_flip(path, original):
+        outcomes["file " + _outcome(lambda: load_checkpoint(path, kind="test"),
+                                    lambda c: same(c.state, state) and c.config == {"a": 1},
+                                    CheckpointError, path)] += 1
+        ckpt = load_checkpoint(tmp_path, kind="test")  # the directory: newest readable one
+        fell_back = ckpt.path == older
+        assert fell_back or same(ckpt.state, state)
+        if fell_back:
+            assert same(ckpt.state, {**state, "step": 6})
+            assert f"warning: {path} is damaged; using {older}" in capsys.readouterr().err
+        outcomes["directory " + ("fell-back" if fell_back else "identical")] += 1
     figures = record(figures_dir, "checkpoint_flips", {
         "file_bytes": len(original), "masks": len(MASKS), "flips": len(original) * len(MASKS),
         "outcomes": dict(outcomes)})
@@ -192,9 +195,7 @@ def temp_leftovers(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def point_data(tmp_path_factory) -> Path:
-    space = make_env("tiny:point", image_size=32).action_space
-    return collect_episodes("tiny:point", 4, random_policy(space), out=tmp_path_factory.mktemp("d") / "point",
-                            image_size=32, progress=False)
+    return point_dataset(tmp_path_factory.mktemp("d") / "point", episodes=4)
 
 
 def test_pretrain_killed_at_random_moments_resumes_to_the_uninterrupted_encoder(point_data, tmp_path, figures_dir):
@@ -281,8 +282,7 @@ def _existing(path: Path) -> Path:
 
 
 def _point(tmp: Path) -> Path:
-    space = make_env("tiny:point", image_size=32).action_space
-    return collect_episodes("tiny:point", 2, random_policy(space), out=tmp / "data", image_size=32, progress=False)
+    return point_dataset(tmp / "data", episodes=2)
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

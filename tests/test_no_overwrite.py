@@ -6,23 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reltools import snapshot
+from reltools import point_dataset, snapshot
 
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import open_dataset
 from atcrl.encoder_io import load_encoder
-from atcrl.envs import make_env
 from atcrl.output_guard import OutputError, check_outputs
-from atcrl.train.collect import collect_episodes, random_policy
-
-SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    space = make_env("tiny:point", image_size=SIZE).action_space
-    return collect_episodes("tiny:point", 3, random_policy(space), out=tmp_path_factory.mktemp("d") / "point",
-                            image_size=SIZE, progress=False)
+    return point_dataset(tmp_path_factory.mktemp("d") / "point")
 
 
 @pytest.fixture(scope="module")

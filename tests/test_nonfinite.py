@@ -7,14 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reltools import tiny_episode
+from reltools import point_dataset, tiny_episode
 
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import DatasetError, DatasetWriter, episode_files, read_episode, read_meta
 from atcrl.data.dataset_files import atomic_write
 from atcrl.data.episode_npz import episode_arrays, write_npz
-from atcrl.envs import make_env
-from atcrl.train.collect import collect_episodes, random_policy
 from atcrl.train.probe import r2_scores
 
 DEFECTS = {1: ("physics", (3, 1), np.nan), 2: ("rewards", (7,), np.inf), 3: ("actions", (0, 1), np.nan)}
@@ -24,9 +22,7 @@ DEFECTS = {1: ("physics", (3, 1), np.nan), 2: ("rewards", (7,), np.inf), 3: ("ac
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory) -> Path:
     """Five tiny:point episodes; episodes 1-3 each hold one NaN or Inf (written past the writer's check)."""
-    space = make_env("tiny:point", image_size=32).action_space
-    root = collect_episodes("tiny:point", 5, random_policy(space), out=tmp_path_factory.mktemp("d") / "point",
-                            image_size=32, progress=False)
+    root = point_dataset(tmp_path_factory.mktemp("d") / "point", episodes=5)
     meta = read_meta(root)
     files = dict(episode_files(root))
     for index, (name, at, value) in DEFECTS.items():
