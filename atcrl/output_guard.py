@@ -3,8 +3,9 @@ or a run directory's own files, never over an existing file unless ``--force``, 
 be written is refused before any work is done.
 
 A directory is protected when it (or a directory above it) is an atcrl dataset (``meta.json`` of the
-``atcrl-episodes`` format), an atcrl run (``config.json`` beside ``checkpoints/``, ``encoder.safetensors``
-or a metrics log), or is locked by a writer (``.atcrl.lock``).
+``atcrl-episodes`` format), an atcrl run (the ``config.json`` of ``atcrl pretrain`` or ``atcrl train``; a
+damaged one counts beside ``checkpoints/``, ``encoder.safetensors`` or a metrics log), or is locked by a
+writer (``.atcrl.lock``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from atcrl.runlock import LOCK_FILE
 __all__ = ["OutputError", "check_outputs", "protected_owner"]
 
 _RUN_MARKS = ("checkpoints", "encoder.safetensors", "metrics.jsonl")
+"""What else a run directory holds (tells a run with a damaged config.json)."""
+_RUN_KINDS = ("pretrain", "train")
+"""config.json "kind" of `atcrl pretrain` and `atcrl train` runs (pretraining runs before the field: config + encoder)."""
 
 
 class OutputError(ValueError):
@@ -36,12 +40,23 @@ def _is_dataset(directory: Path) -> bool:
         return True  # a damaged meta is still a dataset's file
 
 
+def _is_run(directory: Path) -> bool:
+    info = directory / "config.json"
+    if not info.is_file():
+        return False
+    try:
+        data = json.loads(info.read_text())
+    except (OSError, ValueError):  # damaged: a run's only if it looks like one
+        return any((directory / m).exists() for m in _RUN_MARKS)
+    return isinstance(data, dict) and (data.get("kind") in _RUN_KINDS or {"config", "encoder"} <= data.keys())
+
+
 def protected_owner(path: Path) -> tuple[Path, str] | None:
     """(directory, "dataset" / "run directory") that ``path`` would write into, or None."""
     for directory in Path(os.path.abspath(path)).parents:
         if _is_dataset(directory):
             return directory, "dataset"
-        if (directory / "config.json").is_file() and any((directory / m).exists() for m in _RUN_MARKS):
+        if _is_run(directory):
             return directory, "run directory"
         if (directory / LOCK_FILE).is_file():
             return directory, "directory being written by atcrl"
