@@ -11,7 +11,7 @@ from reltools import point_dataset, snapshot
 from atcrl.cli import main as atcrl
 from atcrl.data.dataset import open_dataset
 from atcrl.encoder_io import load_encoder
-from atcrl.output_guard import OutputError, check_outputs
+from atcrl.output_guard import OutputError, check_outputs, protected_owner
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,16 @@ def test_unwritable_targets_are_refused_up_front(tmp_path, monkeypatch):
     monkeypatch.setattr("os.access", lambda path, mode: False)  # root may write anywhere: pretend it may not
     with pytest.raises(OutputError, match=f"{tmp_path} is not writable"):
         check_outputs([tmp_path / "sub" / "x.json"], force=False)
+
+
+def test_evaluate_video_follows_the_same_rule(tmp_path, capsys):
+    (tmp_path / "v.gif").write_bytes(b"GIF89a")
+    assert atcrl(["evaluate", "--run", str(tmp_path / "no-run"), "--video", str(tmp_path / "v.gif")]) == 2
+    assert "already exist" in capsys.readouterr().err and (tmp_path / "v.gif").read_bytes() == b"GIF89a"
+
+
+def test_a_projects_own_config_json_does_not_make_it_a_run(runs, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    assert protected_owner(tmp_path / "encoders" / "e.json") is None
+    assert protected_owner(runs[0] / "sub" / "e.json") == (runs[0], "run directory")
