@@ -51,7 +51,7 @@ COMMANDS: dict[str, Command] = {
                           "or cpu-small scale; resumable"),
     "report": Command("atcrl.report.cli", "ReportConfig", "run_report",
                       "markdown tables and PNG plots from experiment/run directories, with the paper's anchor numbers"),
-    "bench": Command("atcrl.bench", "BenchConfig", "run_bench",
+    "bench": Command("atcrl.bench.cli", "BenchConfig", "run_bench",
                      "benchmark the machine and the fast path vs fp32 eager -> bench.json + bench.md (bench/out/)"),
 }
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from atcrl.checkpoint import (
     Checkpoint,
@@ -27,6 +27,7 @@ from atcrl.checkpoint import (
 from atcrl.encoder_io import encoder_paths, export_encoder
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
+from atcrl.onnx_export import export_onnx, onnx_path
 from atcrl.output_guard import check_outputs
 
 RUN_INFO = "config.json"
@@ -47,6 +48,9 @@ class ExportConfig:
     """Where to write: a directory (encoder.safetensors + encoder.json) or a .safetensors/.json path."""
     checkpoint: str | None = None
     """Which checkpoint: a step number (e.g. 4000) or a checkpoint file; None = the run's latest."""
+    format: Literal["safetensors", "onnx"] = "safetensors"
+    """safetensors + json (for atcrl.load_encoder), or onnx: one model, uint8 obs -> features, at --out if it
+    ends in .onnx, else --out/encoder.onnx (needs the onnx extra)."""
     force: bool = False
     """Replace existing files at --out (files inside a dataset or a run directory are never replaced)."""
 
@@ -132,14 +136,15 @@ def run_export(cfg: ExportConfig) -> int:
     """``atcrl export``: 0 on success, 2 on bad input (the message says what)."""
     run = Path(cfg.run)
     try:
-        check_outputs(encoder_paths(cfg.out), force=cfg.force)
+        check_outputs([onnx_path(cfg.out)] if cfg.format == "onnx" else encoder_paths(cfg.out), force=cfg.force)
         info = read_run_info(run)
         path = find_checkpoint(run, cfg.checkpoint, info)
         ckpt = load_checkpoint(path, kind=info["kind"])
         exported = ENCODER_FROM_CHECKPOINT[info["kind"]](ckpt, info)
-        weights = export_encoder(exported.encoder, cfg.out, objective=exported.objective, data=exported.data,
-                                 extra=exported.extra)
-    except (ExportError, CheckpointError, ValueError) as e:
+        write = export_onnx if cfg.format == "onnx" else export_encoder
+        weights = write(exported.encoder, cfg.out, objective=exported.objective, data=exported.data,
+                        extra=exported.extra)
+    except (ExportError, CheckpointError, ValueError, ImportError) as e:
         print(f"atcrl export: error: {e}", file=sys.stderr)
         return 2
     print(f"exported the encoder of {path} ({exported.extra.get('updates', '?')} updates) to {weights}",

@@ -1,14 +1,15 @@
-"""The fast path: precision, memory layout, compilation, optimizer kernels, CPU threads and allocator, in one config.
+"""The fast path: precision, memory layout, compilation and optimizer kernels, plus the process settings, in one config.
 
 A training loop adopts it with three calls (see docs/performance.md)::
 
-    configure_process(cfg.fast)                  # threads + allocator, once per process
+    configure_process(cfg.fast)                  # atcrl.process: threads + allocator, once per process
     prepare_module(objective, cfg.fast)          # channels-last activations (+ torch.compile) for every conv
     with autocast(device, cfg.fast):             # bf16 where the device runs it faster than fp32
         loss, metrics = objective.loss(batch)
 
 Optimizers come from ``adam(params, cfg, ...)`` and gradients are clipped with ``clip_gradients``, so every
-agent and UL loop steps its weights the same way.
+agent and UL loop steps its weights the same way. The config's process-wide fields (``threads``,
+``tune_allocator``) are applied by ``atcrl.process.configure_process``.
 
 ``FastPathConfig.fp32_eager()`` is the plain baseline every benchmark figure is compared with:
 float32, NCHW activations, no compilation, per-parameter Adam, the C library's default allocator behaviour.
@@ -18,38 +19,13 @@ Nothing here is CPU-specific: on CUDA the same switches pick bf16 autocast and N
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
-import os
-import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-
-from atcrl import cpus
-
-NO_MALLOC_TUNING_ENV = "ATCRL_NO_MALLOC_TUNING"
-"""Set to 1 to keep glibc's default allocator behaviour even when the config asks for tuning."""
-
-# glibc mallopt parameters (malloc.h). Set at run time they act like the MALLOC_*_ environment variables
-# read at process start (measured the same: docs/performance.md), so no re-exec is needed.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-TRIM_THRESHOLD = 1 << 30
-"""Free memory kept at the top of the heap before it is returned to the kernel (1 GiB)."""
-TOP_PAD = 256 << 20
-"""Extra bytes requested whenever the heap grows, so growth happens in few, large steps (256 MiB)."""
-MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
-    "MALLOC_TOP_PAD_": str(TOP_PAD),
-}
-"""The same tuning as environment variables, read by glibc at process start (e.g. for a wrapper script).
-MMAP_MAX_=0 rather than a large MMAP_THRESHOLD_: glibc caps the threshold at 32 MiB when set through
-mallopt, so allocations above it would still be fresh mmaps; with no mmaps at all both routes agree."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +54,12 @@ class FastPathConfig:
     weights it produces differ from the per-parameter implementation only at float32 rounding (at most 5e-7
     relative after 20 steps on the DMC conv, measured), and its state dict is the same, so checkpoints load
     either way. On a SAC update (DMC sizes, 1 CPU thread) the three optimizer steps took 2.7 ms instead of 15 ms."""
+    cuda_graph: bool = False
+    """On CUDA, capture each SAC update (replay sampling, augmentation, critic, actor, temperature, online ATC,
+    target updates and optimizer steps) once as a CUDA graph and replay it, so an update costs one launch
+    instead of hundreds, with no host sync. It needs the replay on the device, and its optimizers are made
+    capturable, with device-tensor learning rates. Off by default until measured faster on a GPU; ignored on
+    the CPU, where the same sync-free step runs eagerly. PPO and offline pretraining do not capture yet."""
     tune_allocator: bool = True
     """Keep freed memory in glibc's heap instead of returning it to the kernel, so large batches stop paying
     fresh-page faults on every update (process-wide; also disabled by ATCRL_NO_MALLOC_TUNING=1)."""
@@ -139,7 +121,8 @@ def autocast(device: torch.device | str, cfg: FastPathConfig) -> Iterator[None]:
     """
     device = torch.device(device)
     if use_bf16(cfg, device):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        # Graph capture replays kernels, not Python: autocast's per-region cast cache must stay off there.
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not captures(cfg, device)):
             yield
     else:
         yield
@@ -183,16 +166,26 @@ def fused_adam_supported(device_type: str) -> bool:
     return True
 
 
+def captures(cfg: FastPathConfig | None, device: torch.device | str) -> bool:
+    """Whether updates on ``device`` are captured as CUDA graphs under ``cfg``."""
+    return cfg is not None and cfg.cuda_graph and torch.device(device).type == "cuda"
+
+
 def adam_kwargs(cfg: FastPathConfig | None, params: Iterable[torch.Tensor]) -> dict[str, Any]:
     """``{"fused": True}`` when ``cfg`` asks for fused optimizers and torch has the kernel for all of
-    ``params`` (floating point, one device type); otherwise ``{}`` (torch's default implementation)."""
-    if cfg is None or not cfg.fused_optim:
+    ``params`` (floating point, one device type); otherwise ``{}`` (torch's default implementation).
+    With CUDA-graph capture (``captures``) also ``capturable=True``: step counts stay on the device."""
+    if cfg is None:
         return {}
     params = list(params)
     types = {p.device.type for p in params}
-    if len(types) != 1 or not all(p.is_floating_point() for p in params):
-        return {}
-    return {"fused": True} if fused_adam_supported(types.pop()) else {}
+    one_type = len(types) == 1 and all(p.is_floating_point() for p in params)
+    kwargs: dict[str, Any] = {}
+    if cfg.fused_optim and one_type and fused_adam_supported(next(iter(types))):
+        kwargs["fused"] = True
+    if one_type and captures(cfg, next(iter(types))):
+        kwargs["capturable"] = True
+    return kwargs
 
 
 def adam(params: Iterable[Any], cfg: FastPathConfig | None, **kwargs: Any) -> torch.optim.Adam:
@@ -204,17 +197,26 @@ def adam(params: Iterable[Any], cfg: FastPathConfig | None, **kwargs: Any) -> to
     """
     params = list(params)
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-    optimizer = torch.optim.Adam(params, **{**adam_kwargs(cfg, tensors), **kwargs})
+    kwargs = {**adam_kwargs(cfg, tensors), **kwargs}
+    if kwargs.get("capturable") and not torch.is_tensor(kwargs.get("lr", 1e-3)):
+        # A captured step reads the learning rate from device memory, so a schedule can still move it.
+        kwargs["lr"] = torch.tensor(float(kwargs.get("lr", 1e-3)), device=tensors[0].device)
+    optimizer = torch.optim.Adam(params, **kwargs)
     optimizer.register_load_state_dict_post_hook(_keep_kernel_choice(optimizer))
     return optimizer
 
 
 def _keep_kernel_choice(optimizer: torch.optim.Optimizer) -> Any:
     flags = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in optimizer.param_groups]
+    # A captured step reads its own device-tensor learning rate: a loaded rate is written into it (and a
+    # tensor rate saved by a captured run is read back as a number by the others).
+    rates = [g["lr"] if torch.is_tensor(g["lr"]) else None for g in optimizer.param_groups]
 
     def hook(opt: torch.optim.Optimizer) -> None:
-        for group, own in zip(opt.param_groups, flags):
+        for group, own, rate in zip(opt.param_groups, flags, rates):
             group.update(own)
+            loaded = float(group["lr"])
+            group["lr"] = loaded if rate is None else rate.fill_(loaded)
             # Fused and capturable kernels keep the step count on the parameter's device, the others on the CPU.
             on_device = bool(own["fused"] or own["capturable"])
             for p in group["params"]:
@@ -225,89 +227,20 @@ def _keep_kernel_choice(optimizer: torch.optim.Optimizer) -> Any:
     return hook
 
 
-def clip_gradients(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_gradients(params: Iterable[torch.Tensor], max_norm: float, *, sync_free: bool = False) -> torch.Tensor:
     """``clip_grad_norm_(params, max_norm or inf)`` bit for bit; returns the norm before clipping.
 
     It skips the pass that multiplies every gradient by exactly 1.0: always without clipping, and on
-    the CPU (where reading the norm costs no device sync) whenever the norm is within bounds.
+    the CPU (where reading the norm costs no device sync) whenever the norm is within bounds, unless
+    ``sync_free`` asks never to read the norm (a step to be captured as a CUDA graph, or checked for syncs).
     """
     params = list(params)
     norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     # The same coefficient test as clip_grad_norm_'s clamp(max_norm / (norm + 1e-6), max=1).
-    if max_norm > 0 and (norm.device.type != "cpu" or bool(max_norm / (norm + 1e-6) < 1.0)):
+    read = norm.device.type == "cpu" and not sync_free
+    if max_norm > 0 and (not read or bool(max_norm / (norm + 1e-6) < 1.0)):
         nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
-
-
-# --------------------------------------------------------------------------- process
-
-
-def resolve_threads(threads: int = 0) -> int:
-    """``threads`` if given; else the cores other processes leave idle, at most torch's current count.
-
-    Idle cores = usable cores (split evenly between torchrun's local ranks) minus the cores other processes
-    keep busy right now (``cpus.busy_cores``, rounded; the 1-minute load average where /proc/stat is missing).
-    Not the load average alone: it trails the machine by a minute or more, so a run started just after
-    another one ended would take one thread on idle cores (agents ran 1.5-1.8x slower, docs/performance.md).
-    Capping at the current count keeps a lower OMP_NUM_THREADS (or a caller's torch.set_num_threads) in
-    force, and at a cap of 1 nothing is measured. Threads that must wait for a core another process holds
-    stall every parallel region: two threads ran up to 30x slower than one on this 2-core box under load.
-    Call it at start-up, before this process starts working.
-    """
-    if threads > 0:
-        return threads
-    usable = cpus.usable_cores()
-    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    cap = min(torch.get_num_threads(), usable // ranks)
-    if cap <= 1:
-        return 1
-    busy = cpus.busy_cores()
-    idle = usable - round(os.getloadavg()[0] if busy is None else busy)
-    return max(1, min(cap, idle // ranks))
-
-
-def tune_allocator() -> bool:
-    """Make glibc serve every allocation from its heap and keep freed memory there; True if applied.
-
-    By default glibc hands large freed blocks back to the kernel (mmapped chunks, and the heap top beyond
-    its trim threshold), so every update's activations land on fresh pages the kernel zero-fills on first
-    touch: 125k-360k page faults per batch-512 DMC step, over a third of its time. After this, steady-state
-    training faults no pages. The cost is that the process keeps its peak heap resident. A no-op on
-    non-glibc systems and when ATCRL_NO_MALLOC_TUNING=1.
-    """
-    if os.environ.get(NO_MALLOC_TUNING_ENV, "") not in ("", "0"):
-        return False
-    libc = _glibc()
-    if libc is None:
-        return False
-    ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    return bool(ok and libc.mallopt(_M_TOP_PAD, TOP_PAD))
-
-
-def _glibc() -> Any:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def malloc_env_active() -> bool:
-    """Whether this process was started with the MALLOC_*_ tuning variables already set."""
-    return all(name in os.environ for name in MALLOC_ENV)
-
-
-def configure_process(cfg: FastPathConfig) -> dict[str, Any]:
-    """Apply the process-wide settings (threads, allocator) once at start-up; returns what was applied.
-
-    The allocator tuning cannot be undone within a process: a later fp32_eager config only stops
-    asking for it, so compare allocators in separate processes (as ``atcrl bench`` does).
-    """
-    threads = resolve_threads(cfg.threads)
-    torch.set_num_threads(threads)
-    tuned = tune_allocator() if cfg.tune_allocator else False
-    return {"threads": threads, "allocator_tuned": tuned or malloc_env_active()}
 
 
 def describe(cfg: FastPathConfig, device: torch.device | str) -> dict[str, Any]:

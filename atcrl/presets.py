@@ -1,4 +1,5 @@
-"""Named paper settings (PAPER.md, "Settings"), one table per kind of run.
+"""Named paper settings, one table per kind of run (docs/reference-settings.md:
+"Offline pretraining", "Online SAC + ATC for DMC", "PPO for Atari").
 
 A preset is a plain frozen dataclass of component configs; commands take ``--preset NAME`` and
 their own flags override single fields. Each kind of run keeps its own table below, so adding

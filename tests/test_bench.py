@@ -9,9 +9,9 @@ import matplotlib.image
 import pytest
 import tyro
 
-from atcrl.bench import BenchConfig, main, run_bench
-from atcrl.bench_plots import PLOT_FILES, plot_report
-from atcrl.bench_scaling import fast_flags
+from atcrl.bench.cli import BenchConfig, main, run_bench
+from atcrl.bench.plots import PLOT_FILES, plot_report
+from atcrl.bench.scaling import fast_flags
 from atcrl.fastpath import FastPathConfig
 from atcrl.train.pretrain import PretrainConfig
 

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atcrl import bench_compute, cpus, fastpath
-from atcrl.bench import SECTIONS, BenchConfig, run_bench, spinning
-from atcrl.bench_agents import run_average_ul_updates
-from atcrl.bench_compute import matmul_gflops, training_flops
+from atcrl import cpus, fastpath, process
+from atcrl.bench import compute
+from atcrl.bench.agents import run_average_ul_updates
+from atcrl.bench.cli import SECTIONS, BenchConfig, run_bench, spinning
+from atcrl.bench.compute import matmul_gflops, training_flops
 from atcrl.data.batches import PairBatch
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
@@ -139,37 +140,37 @@ def test_auto_threads_take_the_idle_cores(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 0.0, 0.0))  # an old 1-minute average: not trusted
     torch.set_num_threads(2)  # conftest restores it
     monkeypatch.setattr(cpus, "busy_cores", lambda: 0.2)
-    assert fastpath.resolve_threads(0) == 2
+    assert process.resolve_threads(0) == 2
     monkeypatch.setattr(cpus, "busy_cores", lambda: 0.7)
-    assert fastpath.resolve_threads(0) == 1
+    assert process.resolve_threads(0) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks share the two cores: one each, nothing measured
     monkeypatch.setattr(cpus, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
-    assert fastpath.resolve_threads(0) == 1
+    assert process.resolve_threads(0) == 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(cpus, "busy_cores", lambda: None)  # no /proc/stat: the load average decides
-    assert fastpath.resolve_threads(0) == 1
+    assert process.resolve_threads(0) == 1
     monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.0, 0.0))
-    assert fastpath.resolve_threads(0) == 2
+    assert process.resolve_threads(0) == 2
     torch.set_num_threads(1)
     monkeypatch.setattr(cpus, "busy_cores", lambda: pytest.fail("measured although the cap is 1"))
-    assert fastpath.resolve_threads(0) == 1
+    assert process.resolve_threads(0) == 1
 
 
 def test_threads_and_config_validation(monkeypatch):
-    assert fastpath.resolve_threads(3) == 3
-    assert 1 <= fastpath.resolve_threads(0) <= cpus.usable_cores()
-    assert fastpath.resolve_threads(0) <= torch.get_num_threads()  # auto never raises a lowered count (conftest: 1)
-    applied = fastpath.configure_process(FastPathConfig(threads=1, tune_allocator=False))
+    assert process.resolve_threads(3) == 3
+    assert 1 <= process.resolve_threads(0) <= cpus.usable_cores()
+    assert process.resolve_threads(0) <= torch.get_num_threads()  # auto never raises a lowered count (conftest: 1)
+    applied = process.configure_process(FastPathConfig(threads=1, tune_allocator=False))
     assert applied["threads"] == torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="threads"):
         FastPathConfig(threads=-1)
-    monkeypatch.setenv(fastpath.NO_MALLOC_TUNING_ENV, "1")
-    assert fastpath.tune_allocator() is False
+    monkeypatch.setenv(process.NO_MALLOC_TUNING_ENV, "1")
+    assert process.tune_allocator() is False
 
 
 _FAULTS = """
 import resource, torch
-from atcrl import fastpath
+from atcrl import process
 from atcrl.nets.encoders import ConvEncoder
 torch.set_num_threads(1)
 encoder = ConvEncoder("dmc", (9, 84, 84))
@@ -179,7 +180,7 @@ def faults():
     encoder(obs).square().mean().backward()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 plain = [faults() for _ in range(4)]
-tuned = fastpath.tune_allocator()
+tuned = process.tune_allocator()
 print(plain[-1], tuned, [faults() for _ in range(4)][-1])
 """
 
@@ -187,7 +188,7 @@ print(plain[-1], tuned, [faults() for _ in range(4)][-1])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator tuning is glibc-only")
 def test_allocator_tuning_stops_fresh_page_faults_in_steady_state_training():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env.pop(fastpath.NO_MALLOC_TUNING_ENV, None)
+    env.pop(process.NO_MALLOC_TUNING_ENV, None)
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, check=True)
     plain, tuned, after = out.stdout.split()
     assert tuned == "True"
@@ -209,7 +210,7 @@ def test_training_flops_counts_forward_and_only_the_needed_backward_passes():
 def test_roofline_matrices_stop_growing_before_a_product_gets_slow(monkeypatch):
     assert matmul_gflops("fp32", 512, reps=1)["n"] == 512
     assert matmul_gflops("fp32", 300, reps=1)["n"] == 256  # at most the n asked for
-    monkeypatch.setattr(bench_compute, "MATMUL_MAX_CALL_S", 0.0)  # every product is "too slow"
+    monkeypatch.setattr(compute, "MATMUL_MAX_CALL_S", 0.0)  # every product is "too slow"
     result = matmul_gflops("bf16", 2048, reps=1)
     assert result["n"] == 256 and result["gflops"] > 0
 

@@ -1,4 +1,4 @@
-"""The package layering DESIGN.md promises: agents never import UL code, and UL never imports agents."""
+"""The package layering in docs/architecture.md: agents never import UL code, and UL never imports agents."""
 
 from __future__ import annotations
 

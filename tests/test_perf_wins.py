@@ -203,7 +203,7 @@ def test_apply_ul_loss_steps_exactly_like_clip_grad_norm(grad_clip):
 def test_sac_clipping_through_the_shared_helper_matches_clip_grad_norm(grad_clip):
     ours, reference = _sac(None, grad_clip=grad_clip), _sac(None, grad_clip=grad_clip)
 
-    def old_clip(opt):
+    def old_clip(opt, *, sync_free):
         params = [p for p in reference._params(opt) if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)
 
@@ -220,7 +220,7 @@ def test_sac_clipping_through_the_shared_helper_matches_clip_grad_norm(grad_clip
 
 
 def test_the_replay_bench_reports_uint8_latents_next_to_float16_ones_and_pixels():
-    from atcrl.bench_io import latent_replay, replay_memory
+    from atcrl.bench.data import latent_replay, replay_memory
 
     r = replay_memory(600, batch_size=16, batches=2)
     pixels, half, quarter = (r[k]["bytes_per_100k"] for k in ("pixels", "latents", "latents_uint8"))

@@ -244,20 +244,22 @@ POINT = SACLoopConfig(env="tiny:point", image_size=32, frame_stack=1, batch_size
                       eval_every=0, eval_episodes=2, log_every=50, sac=SMALL)
 
 
+@pytest.mark.parametrize("device_replay", [False, True], ids=["host-replay", "device-replay"])
 @pytest.mark.parametrize(("latent_replay", "latent_dtype"), [(True, "float16"), (True, "uint8"), (False, "float16")])
-def test_frozen_run_never_changes_the_conv(latent_replay, latent_dtype):
+def test_frozen_run_never_changes_the_conv(latent_replay, latent_dtype, device_replay):
     torch.manual_seed(0)
     encoder = ConvEncoder("dmc", (3, 32, 32))
     before = snapshot(encoder.parameters())
     cfg = dataclasses.replace(POINT, mode=EncoderMode.frozen, latent_replay=latent_replay, latent_dtype=latent_dtype,
-                              steps=120)
+                              steps=120, device_replay=device_replay)
     run = build_run(cfg, encoder=encoder)
     history = train(run)
     assert identical(before, run.agent.encoder.parameters())
+    stored = str(run.replay.frames.dtype).removeprefix("torch.")  # numpy on the host, torch on the device
     if latent_replay:  # the replay holds the conv's output, one per stacked observation
-        assert run.replay.frames.dtype == np.dtype(latent_dtype) and run.replay.frame_shape == encoder.feature_shape
+        assert stored == latent_dtype and run.replay.frame_shape == encoder.feature_shape
     else:
-        assert run.replay.frames.dtype == np.uint8
+        assert stored == "uint8"
     assert run.agent.updates == 70 and "rl/critic_loss" in history[-2][1]
     assert all(math.isfinite(v) for v in history[-2][1].values())
 

@@ -41,10 +41,12 @@ def eval_curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["eval/return_mean"]) for r in read_jsonl(run / "metrics.jsonl") if "eval/return_mean" in r]
 
 
-def test_kill_9_then_resume_continues_at_the_checkpoint_and_ends_like_the_uninterrupted_run(tmp_path, capsys):
+@pytest.mark.parametrize("replay", [[], ["--sac.device-replay", "True"]], ids=["host-replay", "device-replay"])
+def test_kill_9_then_resume_continues_at_the_checkpoint_and_ends_like_the_uninterrupted_run(tmp_path, capsys, replay):
     # Checkpoints every 50 steps fall on tiny:point's episode ends (50 steps), and the replay is saved,
-    # so the resumed run must reproduce the uninterrupted one bit for bit.
-    args = [*SAC, "--steps", "400", "--ckpt-every", "50", "--checkpoint-replay"]
+    # so the resumed run must reproduce the uninterrupted one bit for bit (with the replay on the host, or on
+    # the device, here the CPU: the same sampler and checkpoint code a GPU runs).
+    args = [*SAC, "--steps", "400", "--ckpt-every", "50", "--checkpoint-replay", *replay]
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "atcrl.cli", "train", *args, "--out", str(killed)], env=env,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
+from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.episode import Episode
 from atcrl.data.replay import Replay
 
@@ -82,13 +83,19 @@ class MultiTaskReplay:
     def sample_sequences(self, batch_size: int, rng: np.random.Generator, *, length: int) -> SequenceBatch:
         return self._sample("sample_sequences", batch_size, rng, length=length)
 
+    def to(self, device: torch.device | str) -> MultiTaskReplay:
+        """The same tasks with each replay copied to ``device`` (``DeviceReplay``): its pair batches are sampled
+        there, anchors drawn with torch's generator of that device; shares per task still come from ``rng``."""
+        return MultiTaskReplay([DeviceReplay.from_replay(r, device) for r in self.replays], self.task_names)
+
     def _sample(self, method: str, batch_size: int, rng: np.random.Generator, **kwargs):
         parts = []
         for i, (name, replay, count) in enumerate(
             zip(self.task_names, self.replays, self.split(batch_size, rng))
         ):
             try:
-                part = getattr(replay, method)(int(count), rng, **kwargs)
+                # A device replay draws its anchors with torch's generator (None: the device's default).
+                part = getattr(replay, method)(int(count), rng if isinstance(replay, Replay) else None, **kwargs)
             except ValueError as err:
                 raise ValueError(f"task {name!r}: {err}") from err
             part.task.fill_(i)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,24 @@ import torch
 from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
 from atcrl.data.episode import Episode
 from atcrl.data.replay_index import OBS, SEQ, STEP, RingIndex
+
+
+def check_ring(capacity: int, frame_shape: tuple[int, ...], frame_stack: int) -> None:
+    """ValueError for a ring that cannot hold one transition or a frame shape that is not (C, H, W)."""
+    if capacity < 2:
+        raise ValueError(f"capacity must be at least 2 slots (one transition), got {capacity}")
+    if frame_stack < 1:
+        raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+    if len(frame_shape) != 3:
+        raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
+
+
+def stacked_frame_hint(frame_shape: tuple[int, ...], got: tuple[int, ...]) -> str:
+    """The hint for a stacked observation passed where one frame belongs ("" if ``got`` is not one)."""
+    C = frame_shape[0]
+    if len(got) == 3 and got[0] % C == 0 and tuple(got[1:]) == tuple(frame_shape[1:]):
+        return f"; for a stacked observation pass only the newest frame, obs[-{C}:]"
+    return ""
 
 
 class Replay:
@@ -43,12 +62,7 @@ class Replay:
         frame_dtype: npt.DTypeLike = np.uint8,
         physics_dim: int | None = None,
     ) -> None:
-        if capacity < 2:
-            raise ValueError(f"capacity must be at least 2 slots (one transition), got {capacity}")
-        if frame_stack < 1:
-            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
-        if len(frame_shape) != 3:
-            raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
+        check_ring(capacity, frame_shape, frame_stack)
         self.capacity = int(capacity)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.frame_stack = int(frame_stack)
@@ -204,13 +218,8 @@ class Replay:
 
     def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
         if frames.shape[1:] != self.frame_shape:
-            C = self.frame_shape[0]
-            hint = ""
-            if frames.ndim == 4 and frames.shape[1] % C == 0 and frames.shape[2:] == self.frame_shape[1:]:
-                hint = f"; for a stacked observation pass only the newest frame, obs[-{C}:]"
-            raise ValueError(
-                f"{what} must have shape {self.frame_shape} per frame, got {frames.shape[1:]}{hint}"
-            )
+            hint = stacked_frame_hint(self.frame_shape, frames.shape[1:])
+            raise ValueError(f"{what} must have shape {self.frame_shape} per frame, got {frames.shape[1:]}{hint}")
         if frames.dtype != self.frames.dtype:
             raise ValueError(f"{what} must have dtype {self.frames.dtype}, got {frames.dtype}")
         return frames
@@ -233,6 +242,32 @@ class Replay:
                 f"physics must have {self.physics.shape[1]} values per frame, got {physics.shape[1]}"
             )
         return physics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The stored slots (CPU tensors) and the cursor; the slots beyond are still zero. A ``DeviceReplay``
+        reads and writes the same layout, so either kind resumes into either."""
+        n = len(self)
+        arrays = {"frames": self.frames, "actions": self.actions, "rewards": self.rewards,
+                  "step": self._step, "last": self._last, "terminal": self._terminal}
+        if self.physics is not None:
+            arrays["physics"] = self.physics
+        state: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(a[:n])) for k, a in arrays.items()}
+        state.update(written=self._written, open=self._open, capacity=self.capacity)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Refill from ``state_dict`` output of a replay with the same capacity and shapes."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the saved replay holds {state['capacity']} slots, this one {self.capacity}")
+        tables = {"frames": self.frames, "actions": self.actions, "rewards": self.rewards,
+                  "step": self._step, "last": self._last, "terminal": self._terminal, "physics": self.physics}
+        for name, table in tables.items():
+            if name in state and table is not None:
+                values = torch.as_tensor(state[name]).numpy()
+                table[: len(values)] = values
+        self._written, self._open = int(state["written"]), bool(state["open"])
+        self._index = None
 
     # ------------------------------------------------------------------ samplers
     def _require_data(self) -> None:

@@ -29,7 +29,7 @@ class ConvSpec:
     """Add the layer's input to its (post-ReLU) output; needs equal in/out shapes."""
 
 
-# Reference architectures (PAPER.md, "Encoders").
+# Reference architectures (docs/reference-settings.md, "Encoders").
 ARCHITECTURES: dict[str, tuple[ConvSpec, ...]] = {
     "dmc": (ConvSpec(32, 3, 2), ConvSpec(32, 3, 2), ConvSpec(32, 3, 2), ConvSpec(32, 3, 1)),
     "atari": (ConvSpec(32, 8, 4), ConvSpec(64, 4, 2), ConvSpec(64, 3, 1)),

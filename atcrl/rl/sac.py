@@ -346,6 +346,10 @@ class SACAgent(nn.Module):
         batch.obs, batch.next_obs = self.augment(batch.obs), self.augment(batch.next_obs)
         return batch
 
+    def schedule(self, update: int) -> tuple[bool, bool]:
+        """(actor step, target update) for the update with 0-based index ``update``."""
+        return update % self.cfg.actor_update_every == 0, (update + 1) % self.cfg.target_update_every == 0
+
     def update(
         self, batch: TransitionBatch, *, keep_graph: bool = False
     ) -> tuple[dict[str, float], torch.Tensor]:
@@ -353,22 +357,42 @@ class SACAgent(nn.Module):
 
         Returns the metrics and the online conv features of ``batch.obs``; in decoupled mode with
         ``keep_graph`` they still carry their graph, for a UL loss on the same forward pass.
+        Each loss is checked for NaN/inf before its optimizer step.
+        """
+        actor, targets = self.schedule(self.updates)
+        stats, features = self.update_tensors(batch, actor=actor, targets=targets, keep_graph=keep_graph,
+                                              check=True)
+        self.updates += 1
+        names = list(stats)
+        return dict(zip(names, torch.stack(list(stats.values())).tolist())), features  # one sync for all
+
+    def update_tensors(
+        self, batch: TransitionBatch, *, actor: bool, targets: bool, keep_graph: bool = False, check: bool = False
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The update's arithmetic, with its metrics as float32 0-d tensors on the device.
+
+        actor / targets: whether this update steps the actor and temperature, and moves the targets
+        (``schedule`` says which, from the update count, which this leaves to the caller). Without
+        ``check`` nothing here waits for the device, so it can be captured as a CUDA graph: a NaN/inf
+        loss is then found when the metrics are read (``rl/critic_loss``, ``rl/actor_loss``).
         """
         critic_loss, features, actor_in, stats = self.critic_loss(batch, keep_graph=keep_graph)
-        _finite(critic_loss, "critic loss")
+        if check:
+            _finite(critic_loss, "critic loss")
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward(inputs=self._params(self.critic_opt))
-        stats["rl/critic_grad_norm"] = self._clip(self.critic_opt)
+        stats["rl/critic_grad_norm"] = self._clip(self.critic_opt, sync_free=not check)
         self.critic_opt.step()
         stats["rl/critic_loss"] = critic_loss.detach()
 
-        if self.updates % self.cfg.actor_update_every == 0:
+        if actor:
             actor_loss, alpha_loss, actor_stats = self.actor_alpha_loss(actor_in)
-            _finite(actor_loss, "actor loss")
+            if check:
+                _finite(actor_loss, "actor loss")
             self.actor_opt.zero_grad(set_to_none=True)
             # inputs= keeps the actor loss's gradient out of the critic it reads Q from.
             actor_loss.backward(inputs=self._params(self.actor_opt))
-            stats["rl/actor_grad_norm"] = self._clip(self.actor_opt)
+            stats["rl/actor_grad_norm"] = self._clip(self.actor_opt, sync_free=not check)
             self.actor_opt.step()
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward(inputs=[self.log_alpha])
@@ -376,13 +400,10 @@ class SACAgent(nn.Module):
             stats.update(actor_stats)
             stats["rl/actor_loss"] = actor_loss.detach()
 
-        self.updates += 1
-        if self.updates % self.cfg.target_update_every == 0:
+        if targets:
             self.update_targets()
         stats["rl/alpha"] = self.alpha
-        names = list(stats)
-        values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32, device=self.device) for k in names])
-        return dict(zip(names, values.tolist())), features  # one device sync for all metrics
+        return {k: v.float().reshape(()) for k, v in stats.items()}, features
 
     @torch.no_grad()
     def update_targets(self) -> None:
@@ -396,8 +417,8 @@ class SACAgent(nn.Module):
     def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
         return [p for group in opt.param_groups for p in group["params"]]
 
-    def _clip(self, opt: torch.optim.Optimizer) -> torch.Tensor:
-        return clip_gradients(self._params(opt), self.cfg.grad_clip)
+    def _clip(self, opt: torch.optim.Optimizer, *, sync_free: bool) -> torch.Tensor:
+        return clip_gradients(self._params(opt), self.cfg.grad_clip, sync_free=sync_free)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]

@@ -26,7 +26,7 @@ from atcrl.data.replay import Replay
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.ul.base import Objective
-from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, ul_step
+from atcrl.ul.optim import ULOptimConfig, backward_step, check_loss, lr_factor, make_ul_optimizer, ul_step
 
 __all__ = ["OnlineUL", "build_objective", "migrate_state"]
 
@@ -63,6 +63,7 @@ class OnlineUL:
             raise ValueError("online UL needs at least one replay to sample from")
         self.objective = objective
         self.replays = list(replays)
+        self.optim = optim
         self.grad_clip = optim.grad_clip
         self.fast = fast
         self.device = torch.device(device)
@@ -125,11 +126,22 @@ class OnlineUL:
         self.updates += n
         return {k: v / max(n, 1) for k, v in sums.items()}
 
-    def apply(self, loss: torch.Tensor) -> dict[str, float]:
-        """One UL update from a loss the caller computed (e.g. ``loss_from_features`` on an RL forward pass)."""
-        metrics = apply_ul_loss(self.objective, self.optimizer, self.scheduler, loss, self.grad_clip)
+    def apply_tensors(self, loss: torch.Tensor, *, check: bool) -> dict[str, torch.Tensor]:
+        """Backward, clip, Adam step and momentum targets for a loss the caller computed (e.g. ``loss_terms``
+        on an RL forward pass); the count and schedule wait for ``advance``. Returns the gradient norm as a
+        device tensor. check: raise on a NaN/inf loss first (a device sync); without it nothing here syncs."""
+        if check:
+            check_loss(self.objective, loss)
+        return {"ul/grad_norm": backward_step(self.objective, self.optimizer, loss, self.grad_clip,
+                                              sync_free=not check)}
+
+    def advance(self) -> float:
+        """Count an ``apply_tensors`` update and advance the schedule; returns the rate that update used
+        (computed on the host: the optimizer's rate may be a device tensor)."""
+        lr = self.optim.lr * lr_factor(self.scheduler.last_epoch, self.optim)
+        self.scheduler.step()
         self.updates += 1
-        return metrics
+        return lr
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -40,8 +40,9 @@ import torch
 
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
-from atcrl.fastpath import FastPathConfig, configure_process, prepare_module
+from atcrl.fastpath import FastPathConfig, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.process import configure_process
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout
@@ -266,7 +267,7 @@ class PPORun:
     episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """[num_envs] agent steps so far of each env's current episode."""
     process: dict[str, Any] = field(default_factory=dict)
-    """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
+    """What ``process.configure_process`` applied (threads, allocator), for logs and benchmarks."""
     ul_overlap: ULOverlap | None = None
     """With cfg.overlap_ul: the UL worker thread and what goes with it, made by the first overlapped
     iteration; ``stop_ul_thread`` ends the thread (``train`` does when it returns)."""

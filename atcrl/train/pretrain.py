@@ -51,10 +51,11 @@ from atcrl.checkpoint import (
 from atcrl.data.dataset import DatasetError, EpisodeDataset, open_datasets
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
-from atcrl.fastpath import FastPathConfig, autocast, configure_process, describe, prepare_module
+from atcrl.fastpath import FastPathConfig, autocast, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
+from atcrl.process import configure_process
 from atcrl.progress import Progress
 from atcrl.runlock import hold_dir_lock
 from atcrl.train.config_args import parse_overrides
@@ -128,6 +129,12 @@ class PretrainConfig:
     """Stop after this many updates (checkpointed, not exported) to continue later with --resume."""
     device: str = "auto"
     """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    device_data: bool | None = None
+    """Copy the training episodes into the device's memory and draw pair batches there (DeviceReplay): no
+    host-side gather and no batch copy per update. None = on where the device is CUDA and the objective
+    samples pairs (sequence objectives sample on the host). The anchors are then drawn with torch's generator
+    (seeded per update, so resuming still draws the same batches), not numpy's: other, equally distributed
+    batches than on the host."""
     fast: FastPathConfig = dataclasses.field(default_factory=FastPathConfig)
     """Precision, activation layout, torch.compile, CPU threads and allocator (docs/performance.md);
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
@@ -283,8 +290,8 @@ def update_rng(seed: int, rank: int, update: int) -> np.random.Generator:
 # --------------------------------------------------------------------------- one run
 
 
-def run_pretrain(cfg: PretrainConfig) -> int:
-    """Train, validate, checkpoint and export as ``cfg`` says; returns the exit code."""
+def run_pretrain(cfg: PretrainConfig, *, raise_errors: bool = False) -> int:
+    """Train, validate, checkpoint and export as ``cfg`` says; returns the exit code (raise_errors: raise, not 2)."""
     cfg = dataclasses.replace(cfg, data=tuple(str(Path(p).resolve()) for p in cfg.data))
     dist = None
     try:
@@ -295,6 +302,8 @@ def run_pretrain(cfg: PretrainConfig) -> int:
         dist = init_distributed(device.type)
         return _run(cfg, dist, device)
     except (PretrainError, DatasetError, CheckpointError, FileExistsError, FileNotFoundError) as e:
+        if raise_errors:
+            raise
         print(f"atcrl pretrain: error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -323,6 +332,12 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                             f"{dist.world_size} ranks; pick a multiple of {dist.world_size}")
     local_batch = need.batch_size // dist.world_size
     _check_sampling(cfg, data, need, local_batch)
+    on_device = device.type == "cuda" and need.kind == "pairs" if cfg.device_data is None else cfg.device_data
+    if on_device:
+        if need.kind != "pairs":
+            raise PretrainError(f"device_data samples pair batches; {cfg.objective} samples sequences: "
+                                "drop --device-data")
+        data = dataclasses.replace(data, train=data.train.to(device))
     optimizer, scheduler = make_ul_optimizer(objective, settings.optim, fast=cfg.fast)
 
     start = 0

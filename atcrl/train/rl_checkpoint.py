@@ -33,6 +33,7 @@ from atcrl.checkpoint import (
     plain_config,
     save_rotating,
 )
+from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
@@ -121,8 +122,11 @@ def run_info_from_dict(data: Any, where: str | Path) -> RunInfo:
 # --------------------------------------------------------------------------- replay and env RNG state
 
 
-def replay_state(replay: Replay) -> dict[str, Any]:
-    """The stored slots of a replay and its cursor (the slots beyond are still zero)."""
+def replay_state(replay: Replay | DeviceReplay) -> dict[str, Any]:
+    """The stored slots of a replay and its cursor (the slots beyond are still zero); a device replay's
+    state has the same layout, so either kind resumes into either."""
+    if isinstance(replay, DeviceReplay):
+        return replay.state_dict()
     n = len(replay)
     arrays = {"frames": replay.frames, "actions": replay.actions, "rewards": replay.rewards,
               "step": replay._step, "last": replay._last, "terminal": replay._terminal}
@@ -133,10 +137,13 @@ def replay_state(replay: Replay) -> dict[str, Any]:
     return state
 
 
-def load_replay_state(replay: Replay, state: dict[str, Any]) -> None:
+def load_replay_state(replay: Replay | DeviceReplay, state: dict[str, Any]) -> None:
     """Refill ``replay`` (same capacity and shapes) from ``replay_state`` output."""
     if int(state["capacity"]) != replay.capacity:
         raise TrainRunError(f"the saved replay holds {state['capacity']} slots, this run's {replay.capacity}")
+    if isinstance(replay, DeviceReplay):
+        replay.load_state_dict(state)
+        return
     tables = {"frames": replay.frames, "actions": replay.actions, "rewards": replay.rewards,
               "step": replay._step, "last": replay._last, "terminal": replay._terminal, "physics": replay.physics}
     for name, table in tables.items():

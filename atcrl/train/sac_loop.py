@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,16 +26,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from atcrl.data.batches import TransitionBatch
+from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
-from atcrl.device import resolve_device
+from atcrl.device import Staging, resolve_device
 from atcrl.envs.meta import EnvMeta
 from atcrl.envs.threaded import ThreadedEnv
-from atcrl.fastpath import FastPathConfig, autocast, configure_process, prepare_module
+from atcrl.fastpath import FastPathConfig, prepare_module
 from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.process import configure_process
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import LatentDType, SACAgent, SACConfig
 from atcrl.train.online_ul import OnlineUL, build_objective, check_objective
+from atcrl.train.sac_step import SACStep
 from atcrl.ul.base import Objective
 from atcrl.ul.optim import ULOptimConfig
 
@@ -48,7 +49,7 @@ __all__ = [
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 
-# Paper run lengths in agent steps after the warm-up (PAPER.md, "SAC for DMC").
+# Paper run lengths in agent steps after the warm-up (docs/reference-settings.md, "Online SAC + ATC for DMC").
 REFERENCE_STEPS = {"cartpole-swingup": 37_500, "ball_in_cup-catch": 75_000, "cheetah-run": 250_000,
                    "walker-walk": 250_000, "hopper-hop": 250_000}
 
@@ -93,6 +94,11 @@ class SACLoopConfig:
     """Conv architecture for a fresh encoder ("dmc", "atari", "dmlab")."""
     encoder_path: str = ""
     """Exported encoder to start from (.safetensors/.json or directory); required in frozen mode."""
+    device_replay: bool | None = None
+    """Keep the replay in the compute device's memory and sample it there (atcrl.data.device_replay): a batch
+    never crosses PCIe and sampling can be captured with the update. None = on where the device is CUDA (100k
+    DMC frames are ~2.1 GB of GPU memory), off on the CPU. It changes speed and which (equally distributed)
+    batches are drawn, not the algorithm, so it may differ on --resume."""
     latent_replay: bool = True
     """Frozen mode: store the conv's output instead of pixels and use the sub-pixel shift."""
     latent_dtype: LatentDType = "float16"
@@ -165,7 +171,7 @@ class SACRun:
     rng: np.random.Generator
     act_generator: torch.Generator
     process: dict[str, Any] = field(default_factory=dict)
-    """What ``fastpath.configure_process`` applied (threads, allocator), for logs and benchmarks."""
+    """What ``process.configure_process`` applied (threads, allocator), for logs and benchmarks."""
     step: int = 0
     """Agent steps taken."""
     episodes: int = 0
@@ -174,7 +180,10 @@ class SACRun:
     """Step of the last evaluation (a resumed run does not repeat it)."""
     obs: Any = None
     """The current policy input (pixels, or a latent in latent mode); None = reset before acting."""
-    _out: TransitionBatch | None = field(default=None, repr=False)
+    staging: Staging | None = None
+    """Host-to-device copies of observations through page-locked memory (set where the replay is on the device)."""
+    _step: SACStep | None = field(default=None, repr=False)
+    """The update step (made at the first update after a build or a restore, see atcrl.train.sac_step)."""
 
     def close(self) -> None:
         """Close both envs; with ``overlap_env`` this also ends the training env's worker thread."""
@@ -211,6 +220,14 @@ class SACRun:
         if self.ul is not None:
             self.ul.load_state_dict(state)
         self.obs = None
+        self._step = None  # a captured step points at the optimizer states just replaced
+
+    @property
+    def step_fn(self) -> SACStep:
+        """The run's update step (see atcrl.train.sac_step), made on first use."""
+        if self._step is None:
+            self._step = SACStep(self)
+        return self._step
 
 
 def _make_envs(cfg: SACLoopConfig):
@@ -275,13 +292,17 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
     action_shape = tuple(env.action_space.shape)
     agent = SACAgent(encoder, int(np.prod(action_shape)), cfg.mode, cfg.sac, latent_obs=latent,
                      latent_dtype=cfg.latent_dtype, device=device, fast=cfg.fast)
-    if latent:  # one latent per stacked observation: nothing to stack at sample time
-        replay = Replay(cfg.replay_capacity, encoder.feature_shape, frame_stack=1, action_shape=action_shape,
-                        frame_dtype=np.dtype(cfg.latent_dtype))
+    # Latent replay: one latent per stacked observation, so nothing to stack at sample time.
+    frame_shape = encoder.feature_shape if latent else (obs_shape[0] // meta.frame_stack, *obs_shape[1:])
+    frame_stack = 1 if latent else meta.frame_stack
+    on_device = device.type == "cuda" if cfg.device_replay is None else cfg.device_replay
+    if on_device:
+        replay: Replay | DeviceReplay = DeviceReplay(
+            cfg.replay_capacity, frame_shape, frame_stack=frame_stack, action_shape=action_shape, device=device,
+            frame_dtype=getattr(torch, cfg.latent_dtype) if latent else torch.uint8)
     else:
-        k = meta.frame_stack
-        replay = Replay(cfg.replay_capacity, (obs_shape[0] // k, *obs_shape[1:]), frame_stack=k,
-                        action_shape=action_shape)
+        replay = Replay(cfg.replay_capacity, frame_shape, frame_stack=frame_stack, action_shape=action_shape,
+                        frame_dtype=np.dtype(cfg.latent_dtype) if latent else np.uint8)
     ul = None
     if cfg.mode is EncoderMode.decoupled:
         if objective_factory is not None:
@@ -297,7 +318,7 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
     if ul is not None:
         prepare_module(ul.objective, cfg.fast)
     return SACRun(cfg, env, eval_env, meta, agent, replay, ul, np.random.default_rng(cfg.seed),
-                  torch.Generator(device).manual_seed(cfg.seed), process)
+                  torch.Generator(device).manual_seed(cfg.seed), process, staging=Staging(device) if on_device else None)
 
 
 def _default_ul_config(cfg: SACLoopConfig) -> Any:
@@ -310,13 +331,23 @@ def _default_ul_config(cfg: SACLoopConfig) -> Any:
     return ul_cfg
 
 
-def _policy_input(run: SACRun, obs: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """(what the agent acts on, what the replay stores) for a stacked pixel observation."""
+def _policy_input(run: SACRun, obs: np.ndarray) -> tuple[torch.Tensor, Any]:
+    """(what the agent acts on, what the replay stores) for a stacked pixel observation.
+
+    With the replay on the device the observation is copied there once: the policy reads it and the replay
+    stores its newest frame (or its latent) from it, so acting costs that copy and the action's copy back.
+    """
     pixels = torch.from_numpy(np.ascontiguousarray(obs))
+    on_device = isinstance(run.replay, DeviceReplay)
+    if on_device:
+        pixels = run.staging(pixels)
     if run.agent.latent_obs:  # the frozen conv runs once per observation, here
-        z = run.agent.latent(pixels[None])[0].cpu()
+        z = run.agent.latent(pixels[None])[0]
+        if on_device:
+            return z, z
+        z = z.cpu()
         return z, z.numpy()
-    return pixels, obs[-run.replay.frame_shape[0]:]
+    return pixels, pixels[-run.replay.frame_shape[0]:] if on_device else obs[-run.replay.frame_shape[0]:]
 
 
 def evaluate(run: SACRun, episodes: int) -> dict[str, float]:
@@ -335,28 +366,11 @@ def evaluate(run: SACRun, episodes: int) -> dict[str, float]:
             "eval/length_mean": float(np.mean(lengths))}
 
 
-def update(run: SACRun) -> dict[str, float]:
-    """One SAC update and, in decoupled mode, one UL update (on the same minibatch when it can)."""
-    cfg, agent = run.cfg, run.agent
-    batch = run.replay.sample_transitions(cfg.batch_size, run.rng, n_step=cfg.n_step, gamma=cfg.discount,
-                                          out=run._out)
-    if run._out is None and agent.device.type == "cuda":
-        run._out = TransitionBatch(**{f.name: getattr(batch, f.name).pin_memory()
-                                      for f in dataclasses.fields(batch)})
-    batch = agent.prepare(batch)
-    reuse = run.reuses_rl_batch
-    metrics, features = agent.update(batch, keep_graph=reuse)
-    if run.ul is None:
-        return metrics
-    if reuse:
-        # Anchor = shifted obs (its conv pass is shared with the critic), positive = shifted next_obs;
-        # with 1-step transitions next_obs always lies inside the episode, so every row is valid.
-        with autocast(agent.device, cfg.fast):
-            loss, ul_metrics = run.ul.objective.loss_from_features(features, batch.next_obs)  # type: ignore[attr-defined]
-        ul_metrics.update(run.ul.apply(loss))
-    else:
-        ul_metrics = run.ul.update(run.rng)
-    return {**metrics, **ul_metrics}
+def update(run: SACRun) -> None:
+    """One SAC update and, in decoupled mode, one UL update (on the same minibatch when it can).
+
+    Its metrics accumulate in the run's step (``run.step_fn.read()`` returns their interval means)."""
+    run.step_fn()
 
 
 def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
@@ -371,16 +385,12 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
     cfg, agent, replay = run.cfg, run.agent, run.replay
     repeat = run.meta.action_repeat
     history: list[tuple[int, dict[str, float]]] = []
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
     returns: list[float] = []
     episode_return, tick, tick_step = 0.0, time.perf_counter(), run.step
 
     def learn() -> None:
         if replay.num_transitions >= cfg.batch_size:
-            for k, v in update(run).items():
-                sums[k] += v
-                counts[k] += 1
+            update(run)
 
     def report(step: int, metrics: dict[str, float]) -> None:
         history.append((step, metrics))
@@ -394,6 +404,8 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
         if cfg.eval_episodes > 0:
             report(step, {**evaluate(run, cfg.eval_episodes), "perf/env_steps": float(step * repeat)})
         if on_checkpoint is not None:
+            if run._step is not None:
+                run._step.check_finite()  # a NaN found only now (captured updates) must not be checkpointed
             on_checkpoint(run)
         tick += time.perf_counter() - start  # training throughput excludes evaluation and checkpoints
 
@@ -426,15 +438,13 @@ def train(run: SACRun, *, on_metrics: MetricsHook | None = None,
             learn()
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             now = time.perf_counter()
-            metrics = {k: sums[k] / counts[k] for k in sums}
+            metrics = run.step_fn.read() if run._step is not None else {}
             if returns:
                 metrics["rl/episode_return"] = float(np.mean(returns))
             metrics.update({"perf/steps_per_s": (run.step - tick_step) / max(now - tick, 1e-9),
                             "perf/env_steps": float(run.step * repeat), "rl/episodes": float(run.episodes),
                             "rl/updates": float(agent.updates)})
             report(run.step, metrics)
-            sums.clear()
-            counts.clear()
             returns.clear()
             tick, tick_step = now, run.step
     if run.evaluated_at != run.step:

@@ -68,8 +68,9 @@ class ATCConfig:
             raise ValueError(f"similarity must be 'contrast' or 'cosine', got {self.similarity!r}")
 
 
-# Paper settings (PAPER.md, "Settings"). Atari samples 32 sequences x 16 steps in the reference,
-# i.e. 512 (t, t+3) pairs per update; here that is 512 pairs drawn from the pair sampler.
+# Paper settings (docs/reference-settings.md, "Offline pretraining"). Atari: the reference samples 32
+# sequences x 16 steps, so an anchor's negatives include its own sequence's other steps; here the batch is
+# 512 independent (t, t+3) pairs from the pair sampler (deviation D1 there).
 ATC_PRESETS: dict[str, ATCConfig] = {
     "dmc": ATCConfig(),
     "atari": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1),
@@ -131,7 +132,15 @@ class ATC(nn.Module):
     def loss_from_features(
         self, anchor_features: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss when the caller has already run the online encoder on (augmented) anchors.
+        """``loss_terms`` with its metrics read as floats (one device sync)."""
+        loss, stats = self.loss_terms(anchor_features, positive, valid)
+        return loss, dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+
+    def loss_terms(
+        self, anchor_features: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss when the caller has already run the online encoder on (augmented) anchors; its
+        metrics as 0-d tensors on the device (nothing here waits for the device: CUDA-graph safe).
 
         anchor_features: ``self.encoder(anchor)`` with its graph, [B, *feature_shape] or [B, D].
         positive: observations at t + Δt, already augmented (no further shift is applied here).
@@ -159,7 +168,7 @@ class ATC(nn.Module):
 
     def _contrastive_loss(
         self, p: torch.Tensor, c_target: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = (p @ self.W if self.W is not None else p) @ c_target.T
         logits = logits - logits.max(dim=1, keepdim=True).values.detach()  # stability; CE is shift-invariant
         labels = torch.arange(len(logits), device=logits.device)
@@ -171,7 +180,7 @@ class ATC(nn.Module):
 
     def _similarity_loss(
         self, p: torch.Tensor, c_target: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p_n, t_n = F.normalize(p, dim=1), F.normalize(c_target, dim=1)
         per_row = 2 - 2 * (p_n * t_n).sum(dim=1)
         # No negatives enter the loss; accuracy (nearest target by cosine) is logged for comparison.
@@ -182,12 +191,11 @@ class ATC(nn.Module):
     @staticmethod
     def _reduce(
         per_row: torch.Tensor, correct: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Means over valid rows only (an all-invalid batch gives loss 0 and accuracy 0)."""
         loss = masked_mean(per_row, valid)
         accuracy = masked_mean(correct.to(per_row.dtype), valid)
-        values = torch.stack([loss.detach(), accuracy, valid.to(per_row.dtype).mean()]).tolist()  # one sync
-        return loss, dict(zip(("ul/loss", "ul/accuracy", "ul/valid_fraction"), values))
+        return loss, {"ul/loss": loss.detach(), "ul/accuracy": accuracy, "ul/valid_fraction": valid.to(per_row.dtype).mean()}
 
     @torch.no_grad()
     def after_update(self) -> None:

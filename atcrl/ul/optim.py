@@ -98,26 +98,44 @@ def apply_ul_loss(
     loss: torch.Tensor,
     grad_clip: float,
 ) -> dict[str, float]:
-    """Backward, clip, step, advance the schedule and the momentum targets for an already computed loss.
+    """Check the loss, then ``backward_step`` and advance the schedule, for an already computed loss.
 
     The UL parameters' gradients are zeroed first, so a loss from ``loss_from_features`` (computed
     by an online RL loop) can be applied the same way as one from ``objective.loss``.
     """
+    check_loss(objective, loss)
+    lr = float(optimizer.param_groups[0]["lr"])  # the rate this update uses, before the schedule advances
+    grad_norm = backward_step(objective, optimizer, loss, grad_clip)
+    if scheduler is not None:
+        scheduler.step()
+    return {"ul/grad_norm": float(grad_norm), "ul/lr": lr}
+
+
+def check_loss(objective: Objective, loss: torch.Tensor) -> None:
+    """FloatingPointError if ``loss`` is NaN/inf (reads it: a device sync)."""
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(
             f"{type(objective).__name__} loss is {loss.item()}: stopping before it corrupts the weights "
             "(check the learning rate, the input scaling and the batch for NaN/inf)"
         )
-    lr = optimizer.param_groups[0]["lr"]  # the rate this update uses, before the schedule advances
+
+
+def backward_step(
+    objective: Objective, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float, *,
+    sync_free: bool = False,
+) -> torch.Tensor:
+    """Backward, clip, step and move the momentum targets; returns the gradient norm before clipping.
+
+    sync_free: never read the norm on the host (``clip_gradients``), so the step can be captured as a
+    CUDA graph; the schedule is the caller's to advance.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = clip_gradients(params, grad_clip)
+    grad_norm = clip_gradients(params, grad_clip, sync_free=sync_free)
     optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
     objective.after_update()
-    return {"ul/grad_norm": float(grad_norm), "ul/lr": lr}
+    return grad_norm
 
 
 def ul_step(

@@ -3,7 +3,7 @@
 Builds a replay of 100k transitions of 3x84x84 uint8 frames (125-step episodes, i.e. 1000 env steps
 at action repeat 8, each adding one final-observation slot), then times the samplers.
 
-    python bench/replay_sampling.py --out bench/out
+    python -m atcrl.bench.replay_sampling --out bench/out
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 
-from atcrl import cpus, fastpath
-from atcrl.bench_agents import run_average_ul_updates
-from atcrl.bench_compute import ENCODER_INPUTS, ablation, encoder_flops_per_image, matmul_gflops
-from atcrl.bench_plots import plot_report, replot
-from atcrl.bench_report import derive, write_markdown
-from atcrl.bench_scaling import ScalingPlan, quick_plan, run_scaling
-from atcrl.bench_timing import in_subprocess
+from atcrl import cpus, fastpath, process
+from atcrl.bench.agents import run_average_ul_updates
+from atcrl.bench.compute import ENCODER_INPUTS, ablation, encoder_flops_per_image, matmul_gflops
+from atcrl.bench.plots import plot_report, replot
+from atcrl.bench.report import derive, write_markdown
+from atcrl.bench.scaling import ScalingPlan, quick_plan, run_scaling
+from atcrl.bench.timing import in_subprocess
 from atcrl.device import resolve_device
 from atcrl.fastpath import FastPathConfig
 
@@ -155,7 +155,7 @@ def bench_encoder(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _R
     rows = []
     for variant in ablation(threads, with_compile=cfg.compile and not cfg.quick):
         for arch in ENCODER_INPUTS:
-            result = run("atcrl.bench_compute:encoder_training", proc_env=_no_malloc_env(), arch=arch,
+            result = run("atcrl.bench.compute:encoder_training", proc_env=_no_malloc_env(), arch=arch,
                          batch_sizes=list(s.batch_sizes), fast=dataclasses.asdict(variant.fast), device=device,
                          reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
             for batch, timing in result["results"].items():
@@ -171,13 +171,13 @@ def bench_threads(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _R
     process can have it): threads that sleep instead of spinning while they wait for each other.
     """
     cores = cpus.usable_cores()
-    auto_now = fastpath.resolve_threads(0)
+    auto_now = process.resolve_threads(0)
     variants = [(n, None) for n in sorted({1, cores})] + ([(cores, "PASSIVE")] if cores > 1 and run.isolated else [])
     rows = []
     for spinners in sorted({0, min(1, cores - 1)}):
         with spinning(spinners):
             for n, policy in variants:
-                result = run("atcrl.bench_compute:encoder_training",
+                result = run("atcrl.bench.compute:encoder_training",
                              proc_env={**_no_malloc_env(), "OMP_WAIT_POLICY": policy}, arch="dmc",
                              batch_sizes=list(s.batch_sizes), fast=dataclasses.asdict(FastPathConfig(threads=n)),
                              device=device, reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
@@ -206,11 +206,11 @@ def bench_allocator(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: 
     plain = dataclasses.asdict(FastPathConfig(threads=threads, tune_allocator=False))
     tuned = dataclasses.asdict(FastPathConfig(threads=threads))
     ways = [("glibc defaults", plain, _no_malloc_env()),
-            ("MALLOC_* env at process start", plain, {**_no_malloc_env(), **fastpath.MALLOC_ENV}),
+            ("MALLOC_* env at process start", plain, {**_no_malloc_env(), **process.MALLOC_ENV}),
             ("mallopt at run time (fast path)", tuned, _no_malloc_env())]
     rows = []
     for name, fast, proc_env in ways:
-        result = run("atcrl.bench_compute:encoder_training", proc_env=proc_env, arch="dmc", batch_sizes=[batch], fast=fast,
+        result = run("atcrl.bench.compute:encoder_training", proc_env=proc_env, arch="dmc", batch_sizes=[batch], fast=fast,
                      device=device, reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
         rows.append({"allocator": name, "arch": "dmc", "batch": batch, **result["results"][str(batch)]})
     return {"rows": rows}
@@ -220,7 +220,7 @@ def bench_atc(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runne
     rows = []
     for preset in ("dmc", "atari"):
         for name, fast in (("fp32 eager", FastPathConfig.fp32_eager(threads)), ("fast path", FastPathConfig(threads=threads))):
-            result = run("atcrl.bench_ul:atc_throughput", proc_env=_no_malloc_env(), preset=preset,
+            result = run("atcrl.bench.ul:atc_throughput", proc_env=_no_malloc_env(), preset=preset,
                          fast=dataclasses.asdict(fast), device=device, transitions=5000 if not cfg.quick else 600,
                          batch_size=16 if cfg.quick else 0, reps=s.reps, warmup=s.warmup, min_seconds=s.seconds)
             rows.append({"preset": preset, "variant": name, **result})
@@ -228,7 +228,7 @@ def bench_atc(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runne
 
 
 def bench_accuracy(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
-    from atcrl.bench_ul import atc_accuracy
+    from atcrl.bench.ul import atc_accuracy
 
     torch.set_num_threads(threads)
     variants = {"fp32 eager": FastPathConfig.fp32_eager(threads), "fast path (default)": FastPathConfig(threads=threads),
@@ -241,12 +241,12 @@ def bench_accuracy(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _
 
 
 def bench_replay(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
-    return run("atcrl.bench_io:replay_memory", transitions=s.replay_transitions,
+    return run("atcrl.bench.data:replay_memory", transitions=s.replay_transitions,
                batch_size=512 if not cfg.quick else 32, batches=20 if not cfg.quick else 2)
 
 
 def bench_envs(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
-    from atcrl.bench_io import env_rates
+    from atcrl.bench.data import env_rates
 
     if cfg.quick:
         return {"rows": env_rates([("tiny:point", False, 1)], steps=10)}
@@ -259,7 +259,7 @@ OVERLAP = "fast path + overlap"
 
 
 def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
-    """SAC per encoder mode and PPO + ATC, through the loops' own API (see atcrl/bench_agents.py)."""
+    """SAC per encoder mode and PPO + ATC, through the loops' own API (see atcrl/bench/agents.py)."""
     rows: list[dict[str, Any]] = []
     all_modes = ("end_to_end", "decoupled", "frozen")
     fast_path = FastPathConfig(threads=threads)
@@ -275,17 +275,17 @@ def bench_agents(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Ru
     for name, fast, overlap, modes in variants:
         common = {"proc_env": _no_malloc_env(), "fast": dataclasses.asdict(fast), "device": device}
         for mode in modes:
-            rows.append(_guarded(run, "atcrl.bench_agents:sac_steps_per_s", {"agent": f"SAC {mode}", "variant": name},
+            rows.append(_guarded(run, "atcrl.bench.agents:sac_steps_per_s", {"agent": f"SAC {mode}", "variant": name},
                                  mode=mode, overlap_env=overlap, **common, **sac))
         if not cfg.quick:  # the quick PPO would need a UL batch small enough for a two-env, one-rollout replay
             for agent, ul_updates in ppo_schedules:
-                rows.append(_guarded(run, "atcrl.bench_agents:ppo_steps_per_s", {"agent": agent, "variant": name},
+                rows.append(_guarded(run, "atcrl.bench.agents:ppo_steps_per_s", {"agent": agent, "variant": name},
                                      overlap_ul=overlap, ul_updates=ul_updates, **common, **ppo))
     return {"rows": rows}
 
 
 def bench_scaling(cfg: BenchConfig, s: Sizes, device: str, threads: int, run: _Runner) -> dict[str, Any]:
-    """Throughput vs batch size, vs number of envs, and vs DDP processes (see atcrl/bench_scaling.py)."""
+    """Throughput vs batch size, vs number of envs, and vs DDP processes (see atcrl/bench/scaling.py)."""
     if cfg.quick:
         plan = quick_plan(cfg.scaling_ddp_processes)
     else:
@@ -307,7 +307,7 @@ def _guarded(run: _Runner, target: str, labels: dict[str, Any], **kwargs: Any) -
 
 def _no_malloc_env() -> dict[str, str | None]:
     """Child processes start from glibc defaults unless a row asks otherwise."""
-    return {name: None for name in fastpath.MALLOC_ENV}
+    return {name: None for name in process.MALLOC_ENV}
 
 
 # --------------------------------------------------------------------------- driver
@@ -340,7 +340,7 @@ def run_bench(cfg: BenchConfig) -> int:
         print("atcrl bench: wrote " + (", ".join(map(str, paths)) or "no plots (no section with plots in bench.json)"))
         return 0
     device = str(resolve_device(cfg.device))
-    threads = fastpath.resolve_threads(cfg.threads)
+    threads = process.resolve_threads(cfg.threads)
     sizes, runner = _sizes(cfg), _Runner(isolated=not cfg.quick)
     report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
                               "machine": machine_info(device), "threads": threads, "sections": {}}

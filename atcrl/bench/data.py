@@ -1,21 +1,18 @@
 """Data-side benchmarks: replay bytes and sampling time (pixels vs float16 and uint8 frozen latents), and env steps/s.
 
-The pixel replay is built and timed with bench/replay_sampling.py (the replay's own benchmark),
+The pixel replay is built and timed with atcrl.bench.replay_sampling (the replay's own benchmark),
 environments are probed with atcrl.envs.report (the `atcrl envs` command), so every figure here
 is the same measurement those tools report.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from atcrl.bench import replay_sampling as rs
 from atcrl.data.episode import Episode
 from atcrl.data.replay import Replay
 
@@ -23,20 +20,6 @@ LATENT_SHAPE = (32, 7, 7)
 """The DMC conv's output on 84 x 84 frames, what a frozen-encoder replay stores per observation."""
 ACTION_DIM = 6
 """Continuous action size of the synthetic episodes (cheetah / walker)."""
-
-
-def replay_sampling_module() -> ModuleType:
-    """bench/replay_sampling.py of this checkout (it lives next to the package, not inside it)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "replay_sampling.py"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the replay section needs a source checkout of atcrl")
-    name = "atcrl_bench_replay_sampling"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
 
 
 def latent_replay(transitions: int, episode_steps: int = 125, seed: int = 0,
@@ -64,7 +47,6 @@ def latent_replay(transitions: int, episode_steps: int = 125, seed: int = 0,
 def replay_memory(transitions: int, batch_size: int = 512, batches: int = 20) -> dict[str, Any]:
     """Bytes per 100k transitions, their ratio to the pixels', and SAC/ATC sampling time for the pixel
     replay and the latent replays ("latents": float16, "latents_uint8": uint8)."""
-    rs = replay_sampling_module()
     rng = np.random.default_rng(0)
     cfg = rs.BenchConfig(transitions=transitions, batch_size=batch_size, batches=batches)
     pixels, _ = rs.build(cfg, rng)

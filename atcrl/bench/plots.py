@@ -22,7 +22,7 @@ PLOT_FILES = ("scaling_throughput.png", "scaling_envs.png", "scaling_ddp.png")
 def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     """Draw every plot the report has data for into ``out``; returns the files written.
 
-    ``report`` must have been through ``bench_report.derive`` (roofline fractions, ratios).
+    ``report`` must have been through ``report.derive`` (roofline fractions, ratios).
     """
     scaling = report.get("sections", {}).get("scaling", {})
     if not scaling or "error" in scaling:
@@ -40,7 +40,7 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def replot(directory: Path) -> list[Path]:
     """Redraw the plots of ``directory/bench.json`` into ``directory`` (derived figures recomputed)."""
-    from atcrl.bench_report import derive
+    from atcrl.bench.report import derive
 
     path = Path(directory) / "bench.json"
     if not path.is_file():

@@ -63,7 +63,7 @@ def in_subprocess(target: str, kwargs: dict[str, Any], *, env: dict[str, str | N
             child_env.pop(name, None)
         else:
             child_env[name] = value
-    proc = subprocess.run([sys.executable, "-m", "atcrl.bench_timing", target, json.dumps(kwargs)],
+    proc = subprocess.run([sys.executable, "-m", "atcrl.bench.timing", target, json.dumps(kwargs)],
                           env=child_env, capture_output=True, text=True, timeout=timeout, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

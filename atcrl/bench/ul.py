@@ -10,14 +10,15 @@ import numpy as np
 import torch
 
 from atcrl import fastpath
-from atcrl.bench_compute import training_flops
-from atcrl.bench_timing import measure
+from atcrl.bench.compute import training_flops
+from atcrl.bench.timing import measure
 from atcrl.data.batches import PairBatch
 from atcrl.data.episode import Episode
 from atcrl.data.replay import Replay
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import pretrain_preset
+from atcrl.process import configure_process
 from atcrl.ul.atc import ATC, ATCConfig
 from atcrl.ul.optim import ULOptimConfig, make_ul_optimizer, ul_step
 
@@ -61,7 +62,7 @@ def atc_throughput(preset: str, fast: dict[str, Any], device: str = "cpu", trans
     batch_size: 0 = the preset's (256 DMC, 512 Atari). ``fast`` holds FastPathConfig fields.
     """
     cfg = FastPathConfig(**fast)
-    process = fastpath.configure_process(cfg)
+    process = configure_process(cfg)
     preset_cfg = pretrain_preset(preset)
     atc_cfg = preset_cfg.atc if not batch_size else dataclasses.replace(preset_cfg.atc, batch_size=batch_size)
     replay = synthetic_replay(preset, transitions)

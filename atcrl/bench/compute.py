@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from atcrl import fastpath
-from atcrl.bench_timing import measure
+from atcrl.bench.timing import measure
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
+from atcrl.process import configure_process
 
 ENCODER_INPUTS: dict[str, tuple[int, int, int]] = {"dmc": (9, 84, 84), "atari": (4, 84, 84)}
 """Stacked observation per encoder: 3 RGB frames for DMC, 4 grey frames for Atari."""
@@ -144,7 +145,7 @@ def encoder_training(arch: str, batch_sizes: list[int], fast: dict[str, Any], de
     ``fast`` holds FastPathConfig fields (JSON-able, so this runs in a fresh process for the allocator rows).
     """
     cfg = FastPathConfig(**fast)
-    process = fastpath.configure_process(cfg)
+    process = configure_process(cfg)
     torch.manual_seed(0)
     model = fastpath.prepare_module(EncoderWithHead(arch).to(device), cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

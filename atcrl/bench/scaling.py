@@ -3,8 +3,8 @@
 Four parts, each fast-path figure next to ``FastPathConfig.fp32_eager()`` where the fast path applies:
 
 * encoder training images/s vs batch size, DMC (9x84x84) and Atari (4x84x84) encoders
-  (``bench_compute.encoder_training``, the encoder section's measurement);
-* ATC pretraining updates/s and images/s vs batch size, DMC preset (``bench_ul.atc_throughput``);
+  (``compute.encoder_training``, the encoder section's measurement);
+* ATC pretraining updates/s and images/s vs batch size, DMC preset (``ul.atc_throughput``);
 * Atari vector-env steps/s vs number of envs (ALE's threaded vector env via ``make_vec_env``),
   and one fast-rendering DMC env as a reference;
 * offline ATC pretraining (``atcrl.train.pretrain`` under torchrun, gloo) on 1 vs N processes at the
@@ -12,7 +12,7 @@ Four parts, each fast-path figure next to ``FastPathConfig.fp32_eager()`` where 
 
 An ATC "image" is one observation through an encoder: each update encodes B anchors (online
 encoder, with backward) and B positives (momentum target), so images/s = 2 B updates/s.
-Derived figures (ratios, roofline fractions) are added by ``bench_report.derive``.
+Derived figures (ratios, roofline fractions) are added by ``report.derive``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from atcrl.bench_compute import ENCODER_INPUTS, encoder_flops_per_image, matmul_gflops
-from atcrl.bench_timing import measure
+from atcrl.bench.compute import ENCODER_INPUTS, encoder_flops_per_image, matmul_gflops
+from atcrl.bench.timing import measure
 from atcrl.fastpath import FastPathConfig
 
 Runner = Callable[..., Any]
@@ -49,7 +49,7 @@ seconds; pretraining speed does not depend on what the pixels show."""
 
 @dataclass(frozen=True)
 class ScalingPlan:
-    """What one scaling run measures (built by ``atcrl.bench`` from BenchConfig; tiny under --quick)."""
+    """What one scaling run measures (built by ``atcrl.bench.cli`` from BenchConfig; tiny under --quick)."""
 
     batch_sizes: tuple[int, ...]
     """Batch sizes of the encoder-training and ATC curves."""
@@ -87,7 +87,7 @@ def run_scaling(plan: ScalingPlan, run: Runner, device: str, threads: int,
     """Every part of the scaling section; a part that fails is recorded under "errors" and the rest still run."""
     out: dict[str, Any] = {"threads": threads, "batch_sizes": list(plan.batch_sizes), "num_envs": list(plan.num_envs),
                            "ddp_processes": list(plan.ddp_processes), "errors": {}}
-    out["roofline"] = run("atcrl.bench_scaling:roofline", threads=threads, n=plan.matmul_n,
+    out["roofline"] = run("atcrl.bench.scaling:roofline", threads=threads, n=plan.matmul_n,
                           reps=max(3, 2 * plan.reps), device=device)
     out["flops_per_image"] = {a: encoder_flops_per_image(a) for a in ENCODER_INPUTS}
     parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
@@ -122,7 +122,7 @@ def _encoder_rows(plan: ScalingPlan, run: Runner, device: str, threads: int,
     for name, fast in variants(threads).items():
         for arch in ENCODER_INPUTS:
             # One process per (variant, arch), batch sizes in increasing order, as the encoder section does.
-            result = run("atcrl.bench_compute:encoder_training", proc_env=proc_env, arch=arch,
+            result = run("atcrl.bench.compute:encoder_training", proc_env=proc_env, arch=arch,
                          batch_sizes=sorted(plan.batch_sizes), fast=dataclasses.asdict(fast), device=device,
                          reps=plan.reps, warmup=plan.warmup, min_seconds=plan.seconds)
             rows += [{"variant": name, "arch": arch, "batch": int(b), "fastpath": result["fastpath"], **t}
@@ -135,7 +135,7 @@ def _atc_rows(plan: ScalingPlan, run: Runner, device: str, threads: int,
     rows = []
     for name, fast in variants(threads).items():
         for batch in sorted(plan.batch_sizes):
-            r = run("atcrl.bench_ul:atc_throughput", proc_env=proc_env, preset="dmc", fast=dataclasses.asdict(fast),
+            r = run("atcrl.bench.ul:atc_throughput", proc_env=proc_env, preset="dmc", fast=dataclasses.asdict(fast),
                     device=device, transitions=plan.atc_transitions, batch_size=batch, reps=plan.reps,
                     warmup=plan.warmup, min_seconds=plan.seconds)
             rows.append({"variant": name, "preset": "dmc", "batch": batch, "updates_per_s": r["timing"]["per_s"],
@@ -188,9 +188,9 @@ def env_steps_per_s(spec: str, num_envs: int = 1, vector: bool = True, fast_rend
 
 def _env_rows(plan: ScalingPlan, run: Runner) -> list[dict[str, Any]]:
     common = {"block": plan.env_block, "reps": plan.reps, "warmup": 1, "min_seconds": plan.seconds}
-    rows = [run("atcrl.bench_scaling:env_steps_per_s", spec=ATARI_SPEC, num_envs=n, **common)
+    rows = [run("atcrl.bench.scaling:env_steps_per_s", spec=ATARI_SPEC, num_envs=n, **common)
             for n in sorted(plan.num_envs)]
-    rows.append(run("atcrl.bench_scaling:env_steps_per_s", spec=DMC_SPEC, num_envs=1, vector=False, fast_render=True,
+    rows.append(run("atcrl.bench.scaling:env_steps_per_s", spec=DMC_SPEC, num_envs=1, vector=False, fast_render=True,
                     **common))
     return rows
 

@@ -202,7 +202,7 @@ def _md_agents(r: dict[str, Any]) -> list[str]:
     rows = [[x["agent"], x["variant"], str(x.get("batch_size", "-")), _f(x.get("steps_per_s"), ".2f"),
              _f(x.get("ratio_vs_eager"), ".2f", "x"), _f(x.get("ratio_vs_fast"), ".2f", "x"), x.get("error", "")[:120]]
             for x in r["rows"]]
-    return [("Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench_agents.py); "
+    return [("Agent steps/s once updates run, through the loops' own build_run/train (see atcrl/bench/agents.py); "
              "\"overlap\" rows turn on the loop's overlap option (SAC overlap_env, PPO overlap_ul)."),
             ""] + _table(["agent", "variant", "batch", "agent steps/s", "vs fp32 eager", "vs fast path", "error"], rows)
 

@@ -1,0 +1,203 @@
+"""One SAC update, with its online UL update, as a step whose metrics stay on the device.
+
+``SACStep`` is what the online SAC loop calls once per agent step after the warm-up:
+
+    batch    = replay sample (host Replay: gathered on the CPU, copied over; DeviceReplay: on the device)
+    batch    = random shift of obs and next_obs                    (agent.prepare)
+    rl stats = critic, actor + temperature, target EMAs, Adam steps (agent.update_tensors)
+    ul stats = ATC on the critic's features of the same batch, or on its own sampled batch; its Adam step
+               and momentum targets                                (OnlineUL)
+    meter   += every stat, as a device tensor
+
+Nothing in that list reads a value back to the host, so on a GPU the metrics cost nothing until the
+loop reads them (``read``, every ``log_every`` steps). With ``FastPathConfig.cuda_graph`` on a CUDA
+device the whole list runs as one captured CUDA graph per phase of the actor/target cadence
+(``lcm(actor_update_every, target_update_every)`` graphs; 2 at the defaults): the first
+``WARMUP_UPDATES`` updates run eagerly on a side stream, so optimizer states and library handles exist
+before capture; then each phase is captured once (capture records without running, so that update is
+replayed at once) and replayed from then on. Python-side counters (update counts, the UL schedule)
+advance outside the graph; the UL learning rate is a device tensor the schedule writes in place.
+
+Where the device runs eagerly (the CPU) a NaN/inf loss is caught before its optimizer step, as it always
+was. Under capture nothing may wait for the device, so a NaN/inf is caught when the metrics are read (at
+each log interval and before every checkpoint, ``check_finite``): a diverged run still never writes a
+checkpoint, but its weights in memory may already hold NaN.
+
+A restored checkpoint replaces optimizer state tensors that a graph would still point at, so the run drops
+its step on ``load_state_dict`` and captures anew (``SACRun.load_state_dict``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from atcrl.data.batches import TransitionBatch
+from atcrl.data.device_replay import DeviceReplay
+from atcrl.fastpath import autocast, captures
+
+if TYPE_CHECKING:
+    from atcrl.train.sac_loop import SACRun
+
+__all__ = ["WARMUP_UPDATES", "DeviceMeter", "SACStep"]
+
+WARMUP_UPDATES = 4
+"""Eager updates on a side stream before a CUDA graph is captured (torch's capture needs a few)."""
+
+
+class DeviceMeter:
+    """Running sums of named 0-d metrics on the device, read (one sync) once per interval.
+
+    Device metrics are added into fixed slots of one float64 tensor allocated up front, so the adds can
+    sit inside a captured graph; how many times each was added is counted on the host (``count``), since
+    a replayed graph runs no Python. Host-side numbers (e.g. the UL learning rate) are summed apart.
+    """
+
+    SLOTS = 64
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(self.SLOTS, dtype=torch.float64, device=device)
+        self.slot: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.host: dict[str, float] = {}
+
+    def add(self, stats: dict[str, torch.Tensor]) -> list[str]:
+        """Add device metrics into their slots (no sync); returns their names, for ``count``."""
+        for name, value in stats.items():
+            if name not in self.slot:
+                if len(self.slot) == self.SLOTS:
+                    raise ValueError(f"more than {self.SLOTS} metrics: raise DeviceMeter.SLOTS")
+                self.slot[name] = len(self.slot)
+            self.sums[self.slot[name]] += value.detach().reshape(())
+        return list(stats)
+
+    def count(self, names: list[str]) -> None:
+        for name in names:
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def add_host(self, name: str, value: float) -> None:
+        self.host[name] = self.host.get(name, 0.0) + value
+        self.count([name])
+
+    def read(self) -> dict[str, float]:
+        """Interval means of every metric added since the last read; FloatingPointError if one is NaN/inf."""
+        sums = dict(zip(self.slot, self.sums[: len(self.slot)].tolist()))
+        sums.update(self.host)
+        means = {name: sums[name] / n for name, n in self.counts.items() if n}
+        self.sums.zero_()
+        self.counts.clear()
+        self.host.clear()
+        _raise_if_nonfinite(means)
+        return means
+
+    def check_finite(self) -> None:
+        """FloatingPointError if a metric summed so far is NaN/inf (one sync; the sums are kept)."""
+        sums = dict(zip(self.slot, self.sums[: len(self.slot)].tolist()))
+        _raise_if_nonfinite({k: v for k, v in sums.items() if self.counts.get(k)})
+
+
+def _raise_if_nonfinite(values: dict[str, float]) -> None:
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if bad:
+        raise FloatingPointError(
+            f"{', '.join(bad)} became NaN/inf: stopping before it corrupts a checkpoint "
+            "(check the learning rates, the reward scale and the replay for NaN/inf)")
+
+
+class SACStep:
+    """The run's update step: call it once per update; ``read`` the metrics once per interval."""
+
+    def __init__(self, run: SACRun):
+        self.run = run
+        agent = run.agent
+        self.device = agent.device
+        self.capture = captures(run.cfg.fast, self.device)
+        self.reuse = run.reuses_rl_batch
+        if self.capture and not isinstance(run.replay, DeviceReplay):
+            raise ValueError("cuda_graph needs the replay on the device: set device_replay to True (or auto)")
+        if self.capture and run.ul is not None and not self.reuse:
+            raise ValueError(
+                f"cuda_graph captures online UL only when it reuses the critic's minibatch (ATC, Δt 1, UL batch = "
+                f"batch); {run.cfg.ul!r} with ul_batch_size {run.cfg.ul_batch_size} samples its own: "
+                "turn cuda_graph off")
+        # On the CPU every check is free, so a NaN/inf stops the run before its optimizer step.
+        self.check = self.device.type == "cpu"
+        self.period = math.lcm(agent.cfg.actor_update_every, agent.cfg.target_update_every)
+        self.meter = DeviceMeter(self.device)
+        self.names: dict[int, list[str]] = {}  # device metrics each phase adds (its graph replays them)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._pool: Any = None
+        self._warm = 0
+        self._out: TransitionBatch | None = None
+
+    # ------------------------------------------------------------------ one update
+    def __call__(self) -> None:
+        run, agent = self.run, self.run.agent
+        phase = agent.updates % self.period
+        actor, targets = agent.schedule(agent.updates)
+        if self.capture:
+            self._captured(phase, actor, targets)
+        else:
+            self.names[phase] = self._body(actor, targets)
+        agent.updates += 1
+        self.meter.count(self.names[phase])
+        if run.ul is not None and self.reuse:
+            self.meter.add_host("ul/lr", run.ul.advance())
+
+    def _body(self, actor: bool, targets: bool) -> list[str]:
+        """Sample, augment, update; every metric into the meter. Returns the metric names it added."""
+        run, agent, cfg = self.run, self.run.agent, self.run.cfg
+        batch = agent.prepare(self._sample())
+        stats, features = agent.update_tensors(batch, actor=actor, targets=targets, keep_graph=self.reuse,
+                                               check=self.check)
+        if run.ul is not None and self.reuse:
+            # Anchor = shifted obs (its conv pass is shared with the critic), positive = shifted next_obs;
+            # with 1-step transitions next_obs always lies inside the episode, so every row is valid.
+            with autocast(self.device, cfg.fast):
+                loss, ul_stats = run.ul.objective.loss_terms(features, batch.next_obs)  # type: ignore[attr-defined]
+            stats = {**stats, **ul_stats, **run.ul.apply_tensors(loss, check=self.check)}
+        elif run.ul is not None:
+            for name, value in run.ul.update(run.rng).items():
+                self.meter.add_host(name, value)
+        return self.meter.add(stats)
+
+    def _sample(self) -> TransitionBatch:
+        run, cfg = self.run, self.run.cfg
+        if isinstance(run.replay, DeviceReplay):
+            return run.replay.sample_transitions(cfg.batch_size, n_step=cfg.n_step, gamma=cfg.discount)
+        batch = run.replay.sample_transitions(cfg.batch_size, run.rng, n_step=cfg.n_step, gamma=cfg.discount,
+                                              out=self._out)
+        if self._out is None and self.device.type == "cuda":  # later batches land in pinned memory
+            self._out = TransitionBatch(**{name: t.pin_memory() for name, t in vars(batch).items()})
+        return batch
+
+    def _captured(self, phase: int, actor: bool, targets: bool) -> None:
+        if phase in self.graphs:
+            self.graphs[phase].replay()
+            return
+        if self._warm < WARMUP_UPDATES:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.names[phase] = self._body(actor, targets)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._warm += 1
+            return
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self.names[phase] = self._body(actor, targets)
+        self._pool = graph.pool()  # every phase's graph shares one memory pool; they replay in turn
+        self.graphs[phase] = graph
+        graph.replay()  # capturing recorded this update without running it
+
+    # ------------------------------------------------------------------ metrics
+    def read(self) -> dict[str, float]:
+        """Interval means of the step's metrics (one sync); FloatingPointError if one is NaN/inf."""
+        return self.meter.read()
+
+    def check_finite(self) -> None:
+        """Before a checkpoint: FloatingPointError if a metric so far is NaN/inf (needed only under capture)."""
+        if not self.check:
+            self.meter.check_finite()
