@@ -149,6 +149,17 @@ def test_every_byte_flip_of_a_checkpoint_is_harmless_named_or_falls_back(tmp_pat
 # --------------------------------------------------------------------------- kill -9
 
 
+def _pause(k: int, rng: np.random.Generator, interval: float, writes: Path) -> None:
+    """Before kill number ``k``: odd ones wait (up to 5 s) for a write to be under way in ``writes`` (a temp file
+    there), even ones wait a random fraction of ``interval`` (the time between two writes)."""
+    if k % 2:
+        deadline = time.monotonic() + 5
+        while not any(writes.glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+    else:
+        time.sleep(float(rng.uniform(0, interval)))
+
+
 def _kill(proc) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -171,7 +182,7 @@ def test_collect_killed_at_random_moments_resumes_to_the_uninterrupted_dataset(t
         proc = start(["collect", *COLLECT, "--episodes", episodes, "--append", "--out", out])
         target = before + int(rng.integers(1, 30))
         wait_for(lambda target=target: len(episode_files(out)) >= target, proc)
-        time.sleep(float(rng.uniform(0, 0.004)))  # about one episode: some kills land inside a write
+        _pause(len(points), rng, 0.004, out / "episodes")
         _kill(proc)
         report = validate_dataset(out)
         assert not report.bad, report.bad  # never a corrupt episode file
@@ -211,7 +222,7 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_uninterrupted_encoder(
         proc = start([*args, "--out", out, *(["--resume"] if k else [])])
         target = last + 2 * int(rng.integers(1, 4))
         wait_for(lambda target=target: any(s >= target for s, _ in list_checkpoints(out / "checkpoints")), proc)
-        time.sleep(float(rng.uniform(0, 0.06)))  # about one checkpoint interval: some kills land inside a write
+        _pause(k, rng, 0.06, out / "checkpoints")
         _kill(proc)
         on_disk = list_checkpoints(out / "checkpoints")
         for _, ckpt in on_disk:  # every checkpoint a reader can see is complete
@@ -229,6 +240,47 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_uninterrupted_encoder(
         "final_equals_uninterrupted": same})
     assert figures["kills"] >= KILLS and figures["metrics_rows_unique_and_complete"]
     assert figures["final_equals_uninterrupted"]
+
+
+TRAIN = ["train", "--env", "tiny:point", "--sac.image-size", "32", "--sac.frame-stack", "1", "--sac.warmup-steps",
+         "50", "--sac.batch-size", "32", "--sac.agent.hidden", "32", "32", "--sac.agent.latent-dim", "8",
+         "--sac.replay-capacity", "2000", "--sac.log-every", "50", "--eval-every", "0", "--eval-episodes", "1",
+         "--steps", "1000"]
+TRAIN_SESSION = ["--ckpt-every", "50", "--checkpoint-replay", "--no-tensorboard"]
+"""Checkpoints every 50 steps (tiny:point's episode length) with the replay: a resume continues bit for bit."""
+
+
+def test_train_killed_at_random_moments_resumes_to_the_uninterrupted_run(tmp_path, figures_dir):
+    assert atcrl([*TRAIN, *TRAIN_SESSION, "--out", str(tmp_path / "ref")]) == 0
+    out, rng = tmp_path / "run", np.random.default_rng(SEED)
+    points = []
+    for k in range(KILLS):
+        found = list_checkpoints(out / "checkpoints")
+        last = found[-1][0] if found else 0
+        proc = start([*(["train", "--resume", out] if k else [*TRAIN, "--out", out]), *TRAIN_SESSION])
+        wait_for(lambda last=last: any(s > last for s, _ in list_checkpoints(out / "checkpoints")), proc, timeout=300)
+        _pause(k, rng, 0.5, out / "checkpoints")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        on_disk = list_checkpoints(out / "checkpoints")
+        for _, ckpt in on_disk:
+            load_checkpoint(ckpt, kind="train")
+        points.append({"resumed_from": last, "resume_said": f"at step {last} from ckpt_{last:06d}.pt" in err if k
+                       else True, "latest_after_kill": on_disk[-1][0], "temp_files_left": len(temp_leftovers(out))})
+    assert points[-1]["latest_after_kill"] < 1000, "the run finished before the last kill"
+    assert atcrl(["train", "--resume", str(out), *TRAIN_SESSION]) == 0
+    got, want = (load_checkpoint(d / "checkpoints", kind="train").state["run"] for d in (out, tmp_path / "ref"))
+    same = all(torch.equal(a, b) for a, b in zip(got["agent"]["modules"].values(), want["agent"]["modules"].values(),
+                                                  strict=True))
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "rl/episodes" in r]
+    figures = record(figures_dir, "train_kills", {
+        "kills": len(points), "points": points, "killed_mid_write": sum(p["temp_files_left"] > 0 for p in points),
+        "resumed_at_the_last_checkpoint": all(p["resume_said"] for p in points),
+        "metrics_rows_unique_and_complete": steps == list(range(50, 1001, 50)), "final_equals_uninterrupted": same})
+    assert figures["kills"] >= KILLS and figures["resumed_at_the_last_checkpoint"]
+    assert figures["metrics_rows_unique_and_complete"] and figures["final_equals_uninterrupted"]
 
 
 # --------------------------------------------------------------------------- bad inputs
