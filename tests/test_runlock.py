@@ -62,9 +62,9 @@ def test_fresh_lock_refuses_a_directory_another_writer_filled(tmp_path):
 def test_two_collect_appends_at_once_the_second_is_refused_and_the_first_completes(tmp_path):
     out = tmp_path / "D"
     common = ["collect", "--env", "tiny:point", "--image-size", "16", "--append", "--out", out]
-    first = start([*common, "--episodes", "600", "--seed", "1"])
+    first = start([*common, "--episodes", "1000", "--seed", "1"])
     wait_for(lambda: (out / LOCK_FILE).exists() and (out / LOCK_FILE).read_text().startswith(f"{first.pid}\n"), first)
-    second = run([*common, "--episodes", "900", "--seed", "2"])
+    second = run([*common, "--episodes", "1500", "--seed", "2"])
     assert first.poll() is None, "the first collect ended before the second one tried; the test proves nothing"
     assert second.returncode == 1
     line = one_line_error(second.stderr)
@@ -72,7 +72,7 @@ def test_two_collect_appends_at_once_the_second_is_refused_and_the_first_complet
     assert first.wait(timeout=120) == 0, first.stderr.read()
     first.stderr.close()
     report = validate_dataset(out)
-    assert report.ok and report.num_episodes == 600 and not report.temp_files
+    assert report.ok and report.num_episodes == 1000 and not report.temp_files
     assert read_meta(out).extra["collect"]["seed"] == 1
 
 
