@@ -150,7 +150,7 @@ def resolve(cfg: TrainConfig) -> Plan:
     """Preset + env + flags -> Plan; TrainError for combinations that cannot run."""
     name = cfg.preset
     preset: RLPreset | None = rl_preset(name) if name else None
-    env = cfg.env or (preset.env if preset else DEFAULT_ENV)
+    env = cfg.env if cfg.env is not None else (preset.env if preset else DEFAULT_ENV)  # "" is refused by make_env
     meta = _probe(env, cfg.sac.image_size or cfg.ppo.image_size or 84)
     if preset is None:
         name = DEFAULT_RL_PRESET[meta.discrete]
