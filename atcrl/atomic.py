@@ -3,11 +3,14 @@
 The bytes go to a hidden temp file in the destination directory, are fsynced, and the temp file
 is renamed over the destination. A crash mid-write leaves the previous file intact plus, at worst,
 a ``.<name>.*.tmp`` file that readers never open and cleanup code can recognise by its suffix.
+A failed write is raised as an OSError naming the file; one that leaves the disk (nearly) full is
+raised as ENOSPC, whatever the writer raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -43,12 +46,30 @@ def atomic_write(
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(path.parent)  # measured before the partial temp file is deleted
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # write() names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        if full and isinstance(e, Exception) and not isinstance(e, OSError):
+            # torch.save reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos"
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     _fsync_dir(path.parent, strict=strict_dir_sync)
     return path
+
+
+DISK_FULL_BYTES = 1 << 20
+"""A failed write with less free space than this left on its file system is reported as a full disk."""
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < DISK_FULL_BYTES
 
 
 def _fsync_dir(directory: Path, *, strict: bool) -> None:

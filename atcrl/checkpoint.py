@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import sys
 import time
+import zipfile
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
@@ -151,6 +153,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, kind: str, confi
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _read_payload(path: Path, map_location: str | torch.device) -> Any:
+    """The unpickled payload of one checkpoint file, every member's CRC-32 checked first (torch does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            # torch's reader returns no bytes (uninitialised memory) for a member marked as a directory.
+            marked = [m.filename for m in archive.infolist() if m.is_dir() or m.external_attr & 0x10]
+        if bad is not None or marked:
+            raise zipfile.BadZipFile(f"member {bad or marked[0]} is damaged (CRC-32 or attributes)")
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # zipfile and torch raise several types for truncated or foreign files
+        raise _Unreadable(
+            f"{path} is not a readable atcrl checkpoint (truncated, corrupt, or not plain state dicts): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+
+
+class _Unreadable(CheckpointError):
+    """The file itself is damaged (as opposed to a readable checkpoint made for something else)."""
+
+
 def load_checkpoint(
     path: str | Path, *, kind: str, config: Any = None, ignore: Iterable[str] = (),
     map_location: str | torch.device = "cpu",
@@ -159,16 +182,29 @@ def load_checkpoint(
 
     Refuses, with a message naming the problem: a missing or corrupt file, a checkpoint of another
     ``kind``, a newer format version, and — when ``config`` is given — a saved config that differs
-    from it in any top-level field not listed in ``ignore``.
+    from it in any top-level field not listed in ``ignore``. Given a directory whose newest checkpoint
+    is damaged, it falls back to the newest readable one, with a warning on stderr naming both.
     """
-    path = resolve_checkpoint(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"{path} is not a readable atcrl checkpoint (truncated, corrupt, or not plain state dicts): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+    path = Path(path)
+    candidates = [p for _, p in reversed(list_checkpoints(path))] if path.is_dir() else [resolve_checkpoint(path)]
+    if not candidates:
+        raise CheckpointError(f"no checkpoint (ckpt_*.pt) in {path}")
+    damaged: list[str] = []
+    for candidate in candidates:
+        try:
+            payload = _read_payload(candidate, map_location)
+        except _Unreadable as e:
+            if len(candidates) == 1:
+                raise
+            damaged.append(str(e))
+            continue
+        if damaged:
+            print(f"warning: {candidates[0]} is damaged; using {candidate}, the newest readable checkpoint "
+                  f"({len(damaged)} unreadable: {damaged[0]})", file=sys.stderr)
+        path = candidate
+        break
+    else:
+        raise CheckpointError(f"no readable checkpoint in {path}: {'; '.join(damaged)}")
     if not isinstance(payload, dict) or not {"format_version", "kind", "state", "config"} <= payload.keys():
         raise CheckpointError(f"{path} is a torch file but not an atcrl checkpoint (missing header fields)")
     if payload["format_version"] > FORMAT_VERSION:

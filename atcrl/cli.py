@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import tyro
 
+from atcrl.failures import EXIT_BAD_INPUT, EXIT_INTERRUPTED, debug_wanted, exit_code, failure_line
+
 
 @dataclass(frozen=True)
 class Command:
@@ -54,11 +56,25 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = ["usage: atcrl COMMAND [options]   (atcrl COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+HELP_FLAGS = ("-h", "--help", "help")
+
+
+def _usage(group: str | None = None) -> str:
+    """The command list; with ``group`` ("dataset"), only that group's subcommands."""
+    names = [n for n in COMMANDS if group is None or n.startswith(f"{group} ")]
+    width = max(len(name) for name in names)
+    head = "atcrl COMMAND" if group is None else f"atcrl {group} SUBCOMMAND"
+    lines = [f"usage: {head} [options]   ({head} --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {COMMANDS[name].summary}" for name in names]
     return "\n".join(lines)
+
+
+def _group_help(argv: list[str]) -> str | None:
+    """The usage of a command group asked for as `atcrl dataset`, `atcrl dataset --help`, ..."""
+    groups = {name.split()[0] for name in COMMANDS if " " in name}
+    if argv[0] in groups and (len(argv) == 1 or argv[1] in HELP_FLAGS):
+        return _usage(argv[0])
+    return None
 
 
 def _resolve(argv: list[str]) -> tuple[str, list[str]]:
@@ -72,13 +88,21 @@ def _resolve(argv: list[str]) -> tuple[str, list[str]]:
     wanted = " ".join(argv[:2]) if argv[0] == "dataset" else argv[0]
     close = difflib.get_close_matches(wanted, COMMANDS, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise SystemExit(f"atcrl: unknown command {wanted!r}.{hint}\n\n{_usage()}")
+    print(f"atcrl: unknown command {wanted!r}.{hint}\n\n{_usage()}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)  # a usage error, like tyro's for a bad option
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an exception it does not handle becomes one line on stderr and exit code 1 (3 for a
+    divergence; ``--debug`` anywhere on the command line, or ATCRL_DEBUG=1, shows the traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    debug = "--debug" in argv or debug_wanted()
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in HELP_FLAGS:
         print(_usage())
+        return 0
+    if (group := _group_help(argv)) is not None:
+        print(group)
         return 0
     if argv[0] in ("-V", "--version"):
         from atcrl.version import __version__
@@ -89,7 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     cmd = COMMANDS[name]
     module = importlib.import_module(cmd.module)
     config = tyro.cli(getattr(module, cmd.config), args=rest, prog=f"atcrl {name}", description=cmd.summary)
-    return int(getattr(module, cmd.run)(config) or 0)
+    try:
+        return int(getattr(module, cmd.run)(config) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\natcrl {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        print(f"atcrl {name}: error: {failure_line(e)}", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.version import __version__
 
-__all__ = ["ENCODER_FORMAT_VERSION", "encoder_info", "export_encoder", "load_encoder"]
+__all__ = ["ENCODER_FORMAT_VERSION", "encoder_info", "encoder_paths", "export_encoder", "load_encoder"]
 
 ENCODER_FORMAT_VERSION = 1
 """Bump when the exported files change incompatibly; older code refuses newer exports."""
 
 
-def _encoder_paths(path: str | Path) -> tuple[Path, Path]:
+def encoder_paths(path: str | Path) -> tuple[Path, Path]:
     """(weights, json) for ``x.safetensors`` / ``x.json`` / a directory holding ``encoder.*``."""
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
@@ -48,7 +48,7 @@ def export_encoder(
     """
     from safetensors.torch import save as st_save
 
-    weights_path, json_path = _encoder_paths(out_dir_or_file)
+    weights_path, json_path = encoder_paths(out_dir_or_file)
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     blob = st_save(tensors, metadata={"arch": encoder.arch, "format": "atcrl-encoder"})
     info = {
@@ -72,7 +72,11 @@ def export_encoder(
 
 def encoder_info(path: str | Path) -> dict[str, Any]:
     """The json description of an exported encoder, checked for the fields loading needs."""
-    _, json_path = _encoder_paths(path)
+    weights_path, json_path = encoder_paths(path)
+    named = Path(path) if Path(path).suffix else weights_path  # the file the user named, or the weights
+    if not named.exists() or not (weights_path.exists() or json_path.exists()):
+        raise CheckpointError(f"encoder {named} is missing (an export is a .safetensors + .json pair, or a "
+                              "directory holding encoder.safetensors + encoder.json)")
     if not json_path.is_file():
         raise CheckpointError(f"encoder description {json_path} is missing (export writes .json next to .safetensors)")
     info = read_json(json_path, CheckpointError)
@@ -92,7 +96,7 @@ def load_encoder(
     """Rebuild an exported encoder from its two files, refusing mismatches and corrupt files."""
     from safetensors.torch import load as st_load
 
-    weights_path, json_path = _encoder_paths(path)
+    weights_path, json_path = encoder_paths(path)
     info = encoder_info(path)
     in_shape = tuple(int(s) for s in info["in_shape"])
     if expect_arch is not None and info["arch"] != expect_arch:

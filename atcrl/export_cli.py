@@ -24,10 +24,11 @@ from atcrl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
 )
-from atcrl.encoder_io import export_encoder
+from atcrl.encoder_io import encoder_paths, export_encoder
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.onnx_export import export_onnx
+from atcrl.onnx_export import export_onnx, onnx_path
+from atcrl.output_guard import check_outputs
 
 RUN_INFO = "config.json"
 CKPT_DIR = "checkpoints"
@@ -50,6 +51,8 @@ class ExportConfig:
     format: Literal["safetensors", "onnx"] = "safetensors"
     """safetensors + json (for atcrl.load_encoder), or onnx: one model, uint8 obs -> features, at --out if it
     ends in .onnx, else --out/encoder.onnx (needs the onnx extra)."""
+    force: bool = False
+    """Replace existing files at --out (files inside a dataset or a run directory are never replaced)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ def run_export(cfg: ExportConfig) -> int:
     """``atcrl export``: 0 on success, 2 on bad input (the message says what)."""
     run = Path(cfg.run)
     try:
+        check_outputs([onnx_path(cfg.out)] if cfg.format == "onnx" else encoder_paths(cfg.out), force=cfg.force)
         info = read_run_info(run)
         path = find_checkpoint(run, cfg.checkpoint, info)
         ckpt = load_checkpoint(path, kind=info["kind"])

@@ -1,10 +1,14 @@
-"""Metrics to disk: ``metrics.jsonl`` always, ``metrics.csv`` on close, TensorBoard when wanted.
+"""Metrics to disk: ``metrics.jsonl`` always, ``metrics.csv`` on close, TensorBoard and Weights & Biases when wanted.
 
 Metric names are namespaced by who produced them (``ul/…``, ``rl/…``, ``eval/…``, ``perf/…``).
 Each ``log`` call is one JSON line holding ``step``, wall-clock ``time`` and the metrics, flushed
 immediately so a killed run keeps everything it logged. Resuming at step k first drops lines
 with step > k (they were logged after the checkpoint being resumed), so curves never hold the
 same step twice.
+
+Weights & Biases (the ``wandb`` extra) gets the same metrics at the same steps, the run's config, and eval
+videos (``log_video``). Its run id is kept in the run directory (``wandb-id``), so a resumed run continues
+the same W&B run; ``WANDB_MODE=offline`` writes it under ``RUN/wandb`` for a later ``wandb sync``.
 
 (The module is called metrics_log, not logging, so that running a script that lives inside atcrl/
 never shadows the standard library's ``logging``, which torch imports.)
@@ -16,6 +20,7 @@ import csv
 import io
 import json
 import math
+import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +31,7 @@ from atcrl.atomic import atomic_write
 JSONL_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"
 TB_DIR = "tb"
+WANDB_ID = "wandb-id"
 
 
 class MetricsLogger:
@@ -33,12 +39,15 @@ class MetricsLogger:
 
     def __init__(
         self, run_dir: str | Path, *, tensorboard: bool = True, enabled: bool = True,
-        resume_from_step: int | None = None,
+        resume_from_step: int | None = None, wandb_project: str | None = None,
+        config: Mapping[str, Any] | None = None,
     ):
+        """wandb_project: also log to this Weights & Biases project (None: not at all), with ``config``."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._file: io.TextIOBase | None = None
         self._tb = None
+        self._wandb: Any = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +63,8 @@ class MetricsLogger:
             # purge_step hides events a crashed run wrote after the checkpoint we resume from.
             purge = None if resume_from_step is None else resume_from_step + 1
             self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge)
+        if wandb_project is not None:
+            self._wandb = _start_wandb(self.run_dir, wandb_project, dict(config or {}))
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Record ``metrics`` (numbers; tensors and numpy scalars are converted) at ``step``."""
@@ -73,6 +84,15 @@ class MetricsLogger:
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, int(step))
+        if self._wandb is not None:
+            self._wandb.log(values, step=int(step))
+
+    def log_video(self, step: int, path: str | Path, name: str = "eval/video") -> None:
+        """An evaluation video already written to ``path`` (gif or mp4), for the loggers that show videos."""
+        if self.enabled and self._wandb is not None:
+            import wandb
+
+            self._wandb.log({name: wandb.Video(str(path))}, step=int(step))
 
     def close(self) -> None:
         """Flush everything and write ``metrics.csv`` (one column per metric ever logged)."""
@@ -83,6 +103,9 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         write_csv(self.run_dir / JSONL_NAME, self.run_dir / CSV_NAME)
 
     def __enter__(self) -> Self:
@@ -90,6 +113,20 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:
+    """A W&B run for ``run_dir``: the id saved there on first use, so a resume continues the same run."""
+    try:
+        import wandb
+    except ImportError as e:
+        raise RuntimeError("--wandb needs the wandb package: pip install 'atcrl[wandb]'") from e
+    id_file = run_dir / WANDB_ID
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+    if not id_file.exists():
+        atomic_write(id_file, lambda f: f.write(run_id.encode()))
+    return wandb.init(project=project, dir=str(run_dir), name=run_dir.name, id=run_id, resume="allow",
+                      config=config)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -39,9 +39,9 @@ class Sizes:
     warmup_steps: int = 1000
     batch_size: int = 256
     """SAC batch (the paper's) and offline pretraining batch."""
-    update_steps: int = 600
+    update_steps: int = 400
     """Agent steps after the warm-up in each throughput run (steps/s is read over the last log interval)."""
-    log_every: int = 300
+    log_every: int = 200
     timed_updates: int = 200
     """SAC updates timed per path in the graph-vs-eager section (after warm-up and capture)."""
     sharing: tuple[int, ...] = (1, 4, 8)
@@ -52,14 +52,15 @@ class Sizes:
     pretrain_updates: int = 600
     dmc100k_steps: int = 12_500
     dmc100k_eval_episodes: int = 10
-    section_budget_s: float = 200.0
-    """A section stops starting new runs after this long (its remaining rows read "not run: time budget")."""
+    budget_s: float = 540.0
+    """The whole check's time: the agents section, last, stops starting runs when it is spent (its remaining
+    rows read "not run: time budget"), so the check ends within one 10-minute device call."""
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(env="tiny:point", image_size=32, warmup_steps=40, batch_size=16, update_steps=20, log_every=10,
                    timed_updates=4, sharing=(1, 2), atari="tiny:catch", ppo_steps=2 * 4 * 16, pretrain_episodes=3,
-                   pretrain_updates=6, dmc100k_steps=60, dmc100k_eval_episodes=1, section_budget_s=120.0)
+                   pretrain_updates=6, dmc100k_steps=60, dmc100k_eval_episodes=1, budget_s=600.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -87,22 +88,15 @@ def _tail(log: Path, n: int = 6) -> str:
 
 
 def machine(device: str) -> dict[str, Any]:
+    """The experiment runner's machine record (CPU model and ISA, cores, GPUs, torch and its CUDA) + the date."""
     import torch
 
-    from atcrl.bench.cli import machine_info
+    from atcrl.experiments.provenance import machine as describe
 
-    info = machine_info(device)
-    flags: set[str] = set()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    info["isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    info = {**describe(), "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    gpu_count=torch.cuda.device_count())
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
     return info
 
 
@@ -169,7 +163,7 @@ def _frozen_encoder(sizes: Sizes, work: Path) -> Path:
     return export_encoder(ConvEncoder("dmc", shape), work / "random-encoder", objective="random", data=[])
 
 
-def agents(sizes: Sizes, work: Path, device: str, budget_s: float) -> list[dict[str, Any]]:
+def agents(sizes: Sizes, work: Path, device: str, deadline: float) -> list[dict[str, Any]]:
     """Agent steps/s of each agent, alone and with N runs of it sharing the device at once."""
     encoder = _frozen_encoder(sizes, work)
     sac = ["--env", sizes.env, "--sac.image-size", str(sizes.image_size), "--sac.batch-size", str(sizes.batch_size),
@@ -191,13 +185,12 @@ def agents(sizes: Sizes, work: Path, device: str, budget_s: float) -> list[dict[
                          else [])]),
     ]
     rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
     cores = os.cpu_count() or 1
     for name, args in configs:
         for n in sizes.sharing if "eager" not in name and "overlapped" not in name else (1,):
             row: dict[str, Any] = {"agent": name, "runs": n}
             rows.append(row)
-            if time.perf_counter() - start > budget_s:
+            if time.perf_counter() > deadline:
                 row["error"] = "not run: time budget"
                 continue
             procs = []
@@ -313,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where gpu-check.json and gpu-check.md are written")
     parser.add_argument("--device", default="auto", help='"auto" (CUDA when available), "cuda", "cpu"')
     parser.add_argument("--smoke", action="store_true", help="toy sizes on tiny envs: checks the check, not the GPU")
-    parser.add_argument("--sections", default="cuda_tests,sac_updates,pretrain,agents,dmc100k",
+    parser.add_argument("--sections", default="cuda_tests,sac_updates,pretrain,dmc100k,agents",
                         help="comma-separated subset of the sections, in this order")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -321,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = str(resolve_device(args.device))
     sizes = Sizes.smoke() if args.smoke else Sizes()
+    deadline = time.perf_counter() + sizes.budget_s - 30  # the last runs started still have to finish
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": machine(device), "sizes": dataclasses.asdict(sizes), "smoke": args.smoke,
                               "device": device, "sections": {}, "errors": {}, "seconds": {}}
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda_tests": lambda w: cuda_tests(sizes, w),
         "sac_updates": lambda w: sac_updates(sizes, w, device),
         "pretrain": lambda w: pretrain(sizes, w, device),
-        "agents": lambda w: agents(sizes, w, device, sizes.section_budget_s),
+        "agents": lambda w: agents(sizes, w, device, deadline),
         "dmc100k": lambda w: dmc100k(sizes, w, device),
     }
     wanted = [s for s in args.sections.split(",") if s]

@@ -240,3 +240,38 @@ def test_failed_step_skips_dependants_and_not_the_rest(tmp_path):
     assert states["after-probe"]["status"] == "skipped" and not (tmp_path / "after-probe").exists()
     assert states["independent"]["status"] == "done" and (tmp_path / "independent" / "meta.json").is_file()
     assert any("FAILED" in line and "probe-missing" in line for line in lines)
+
+
+def test_list_and_dry_run_give_the_gpu_cost_or_say_not_measured(capsys):
+    assert run_experiment(ExperimentConfig(list_experiments=True)) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("    one GPU: ") == 2 * len(plans.NAMES) and printed.count("    cpu: ") == 2 * len(plans.NAMES)
+    assert cost.GPU_MEASURED in printed and "not measured" in printed
+    online = plans.build("online", "full", 1)
+    sac = [s for s in online.steps if s.group == "online-dmc" and not s.env.startswith("dmc:cheetah")]
+    assert sac and all(s.gpu_estimate_s is not None for s in sac)
+    assert all(s.gpu_estimate_s is None for s in online.steps if s.group == "online-atari")  # PPO: not measured
+    # cartpole at the paper's length: 10k warm-up + 48 evaluations of 10 episodes at the env rate, 37.5k updates.
+    cartpole = next(s for s in sac if s.env == "dmc:cartpole-swingup")
+    expected = cost.STARTUP_S + (10_000 + 48 * 10 * 125) / cost.GPU_ENV_RATE + 37_500 / cost.GPU_SAC_RATE["decoupled"]
+    assert cartpole.gpu_estimate_s == pytest.approx(expected)
+    pretrain_only = [s for s in plans.build("ablations", "tiny").steps if s.kind == "pretrain"]
+    assert cost.gpu_line(pretrain_only).startswith("not measured")
+
+
+def test_device_is_passed_to_the_steps_that_compute_and_not_recorded_in_the_plan(tmp_path):
+    collect = Step("d", "collect", "demonstrations", "random", 0, "tiny:point",
+                   ("collect", "--env", "tiny:point", "--episodes", "4", "--image-size", "32", "--append", "--out", "d"))
+    probe = Step("p", "probe", "probe", "random", 0, "tiny:point",
+                 ("probe", "--encoder", "random", "--data", "d", "--out", "p.json", "--arch", "dmc", "--seed", "0"),
+                 depends=("d",))
+    exp = Experiment("ablations", "tiny", (0,), "q", "n", (collect, probe))
+    assert Runner(exp, tmp_path, jobs=2, device="cpu", echo=lambda _: None).run() == 0
+    states = {s["id"]: s for s in _load(tmp_path)["steps"]}
+    assert states["p"]["ran_command"][-2:] == ["--device", "cpu"] and "--device" not in states["p"]["command"]
+    assert "--device" not in states["d"]["ran_command"]  # collection takes no device
+
+
+def test_ray_options_need_the_ray_executor(capsys):
+    assert run_experiment(ExperimentConfig("online", scale="tiny", gpus_per_step=0.5)) == 2
+    assert "apply to --executor ray only" in capsys.readouterr().err

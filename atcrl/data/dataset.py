@@ -7,7 +7,7 @@ This module is the entry point: import from here. Each part lives in a module of
 - ``dataset_files``:  the directory layout (meta, episode and temp file names) and atomic file writes
 - ``episode_npz``:    one episode as one ``.npz`` file: checks, cheap scan, full load
 - ``dataset_writer``: DatasetWriter (new datasets and resumed appends)
-- ``dataset_reader``: open_dataset / EpisodeDataset (lazy loading), validate_dataset
+- ``dataset_reader``: open_dataset(s) / EpisodeDataset (lazy loading), validate_dataset
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from atcrl.data.dataset_reader import (
     Progress,
     ValidationReport,
     open_dataset,
+    open_datasets,
     validate_dataset,
 )
 from atcrl.data.dataset_writer import DatasetWriter
@@ -51,6 +52,7 @@ __all__ = [
     "episode_files",
     "meta_from_env",
     "open_dataset",
+    "open_datasets",
     "read_array",
     "read_episode",
     "read_meta",

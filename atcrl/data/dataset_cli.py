@@ -1,15 +1,18 @@
 """The ``atcrl dataset ...`` subcommands: info, validate, import-minari, export-minari.
 
 Each is a frozen config plus a ``run_*(cfg) -> int`` returning the process exit code:
-0 success, 1 the dataset has bad episode files, 2 bad input (the message says what).
+0 success, 1 the dataset has bad episode files, 2 bad input (the message says what); the same
+codes as every atcrl command (``atcrl.failures``).
 ``main(argv)`` runs them standalone: ``python -m atcrl.data.dataset_cli info DIR``.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,10 +24,12 @@ import numpy as np
 import tyro
 
 from atcrl.data.dataset_files import META_FILE, episode_files
-from atcrl.data.dataset_meta import DatasetError
+from atcrl.data.dataset_meta import CorruptEpisodeError, DatasetError
 from atcrl.data.dataset_reader import open_dataset, validate_dataset
+from atcrl.failures import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-EXIT_OK, EXIT_BAD_FILES, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BAD_FILES = EXIT_FAILED
+"""A dataset with bad episode files is the command's failure (exit 1), like any other."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,14 @@ def _minari_root(root: Path | None) -> Iterator[None]:
 
 def run_info(cfg: InfoConfig) -> int:
     try:
-        ds = open_dataset(cfg.path, skip_corrupt=cfg.skip_corrupt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped files are listed in the summary
+            ds = open_dataset(cfg.path, skip_corrupt=cfg.skip_corrupt)
+    except CorruptEpisodeError as e:
+        q = shlex.quote(str(cfg.path))
+        print(f"error: {e}. Pass --skip-corrupt to summarise the readable episodes; `atcrl dataset validate {q}` "
+              "lists every bad file", file=sys.stderr)
+        return EXIT_BAD_FILES
     except DatasetError as e:
         return _fail(e)
     meta = ds.meta

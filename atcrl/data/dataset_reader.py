@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -101,6 +102,24 @@ def open_dataset(path: Path | str, *, skip_corrupt: bool = False) -> EpisodeData
         skipped = f" ({len(bad)} corrupt file(s) skipped)" if bad else ""
         raise DatasetError(f"dataset {root} has no readable episodes{skipped}")
     return EpisodeDataset(root, meta, summaries, bad, skip_corrupt)
+
+
+def open_datasets(paths: Iterable[Path | str], *, skip_corrupt: bool, command: str) -> list[EpisodeDataset]:
+    """``open_dataset`` for a command's inputs: a damaged file (or one holding NaN/Inf) stops ``atcrl command``
+    with a DatasetError naming it and ``--skip-corrupt``; with ``skip_corrupt`` each one left out is
+    named on stderr."""
+    datasets = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # skipped files are reported below, one line each
+                ds = open_dataset(path, skip_corrupt=skip_corrupt)
+        except CorruptEpisodeError as e:
+            raise DatasetError(f"{e}; pass --skip-corrupt to leave such files out") from e
+        for file, reason in ds.bad:
+            print(f"atcrl {command}: skipping {file}: {reason} (--skip-corrupt)", file=sys.stderr)
+        datasets.append(ds)
+    return datasets
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from atcrl.data.dataset_files import (
 from atcrl.data.dataset_meta import DatasetError, DatasetMeta, read_meta, write_meta
 from atcrl.data.episode import Episode
 from atcrl.data.episode_npz import episode_arrays, write_npz
+from atcrl.runlock import empty_but_lock, lock_dir
 
 
 class DatasetWriter:
@@ -23,7 +24,8 @@ class DatasetWriter:
 
     ``append=False`` creates a new dataset (the directory must not exist or be empty);
     ``append=True`` creates it if missing, otherwise checks ``meta`` against the stored
-    meta and continues the episode numbering (a resumed collector). One writer at a time.
+    meta and continues the episode numbering (a resumed collector). One writer at a time: the writer
+    holds the directory's lock (``atcrl.runlock``) until ``close()``, and a second one is refused.
     ``compresslevel`` is the zlib level (readers do not care which was used); the default 6
     makes rendered frames 4-5x smaller than level 1 does, at about the same speed.
     """
@@ -33,9 +35,11 @@ class DatasetWriter:
     ) -> None:
         self.path = Path(path)
         self.compresslevel = compresslevel
+        # Refuse what can be refused without writing, then take the lock and decide again under it.
+        self._check_target(append)
+        self._lock = lock_dir(self.path, what="dataset")
+        self._check_target(append)
         if (self.path / META_FILE).exists():
-            if not append:
-                raise DatasetError(f"{self.path} already holds a dataset; pass append=True to add to it")
             stored = read_meta(self.path)
             _check_compatible(stored, meta, self.path)
             self.meta = stored
@@ -44,16 +48,23 @@ class DatasetWriter:
                 leftover.unlink(missing_ok=True)
             self._next = max((i for i, _ in episode_files(self.path)), default=-1) + 1
         else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-                raise DatasetError(
-                    f"{self.path} exists and is not an atcrl dataset (no {META_FILE}); "
-                    "refusing to write into it"
-                )
-            self.path.mkdir(parents=True, exist_ok=True)
             self.meta = meta
             write_meta(self.path, meta)
             self._next = 0
         (self.path / EPISODE_DIR).mkdir(exist_ok=True)
+
+    def _check_target(self, append: bool) -> None:
+        if (self.path / META_FILE).exists():
+            if not append:
+                raise DatasetError(f"{self.path} already holds a dataset; pass append=True to add to it")
+        elif self.path.exists() and (not self.path.is_dir() or not empty_but_lock(self.path)):
+            raise DatasetError(
+                f"{self.path} exists and is not an atcrl dataset (no {META_FILE}); refusing to write into it"
+            )
+
+    def close(self) -> None:
+        """Give the directory's writer lock back (also done when the writer is garbage-collected)."""
+        self._lock.release()
 
     def _add_tasks(self, tasks: tuple[str, ...]) -> None:
         new = tuple(t for t in dict.fromkeys(tasks) if t not in self.meta.tasks)

@@ -21,11 +21,17 @@ from atcrl.data.dataset_meta import CorruptEpisodeError, DatasetMeta
 from atcrl.data.episode import Episode
 
 _REQUIRED_ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "task")
-_SMALL_ARRAYS = ("rewards", "terminated", "truncated", "task")
+_SMALL_ARRAYS = ("actions", "rewards", "terminated", "truncated", "task")
+"""Arrays a scan loads (with physics when present): all but the frames."""
+_FLOAT_KINDS = "fc"
 # Everything a damaged zip/npy file can raise while being opened or decoded (numpy parses
-# .npy headers as Python literals, so a damaged header surfaces as SyntaxError/TokenError).
+# .npy headers as Python literals, so a damaged header surfaces as SyntaxError/TokenError; a
+# damaged zip directory can claim a zip version or compression method zipfile does not implement,
+# or an encrypted member, which zipfile reports as RuntimeError).
 _READ_ERRORS = (
     zipfile.BadZipFile,
+    NotImplementedError,
+    RuntimeError,
     zlib.error,
     ValueError,
     EOFError,
@@ -72,7 +78,20 @@ def _check_layout(specs: dict[str, tuple[tuple[int, ...], np.dtype]], meta: Data
     return steps
 
 
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """ValueError naming the array, the count and the index of the first NaN/Inf of any float array."""
+    for name, array in arrays.items():
+        if array.dtype.kind not in _FLOAT_KINDS:
+            continue
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} holds {int(bad.sum())} non-finite value(s) (NaN/Inf); the first, "
+                             f"{array[first]}, at index {list(first)}")
+
+
 def _check_values(arrays: dict[str, np.ndarray], meta: DatasetMeta) -> None:
+    _check_finite(arrays)
     if meta.num_actions is not None and len(arrays["actions"]):
         low, high = int(arrays["actions"].min()), int(arrays["actions"].max())
         if low < 0 or high >= meta.num_actions:
@@ -171,12 +190,14 @@ class EpisodeSummary:
 
 
 def summarize_episode(path: Path, meta: DatasetMeta, index: int = -1) -> EpisodeSummary:
-    """Check an episode file's structure (zip directory, array headers, small arrays) against ``meta``."""
+    """Check an episode file's structure (zip directory, array headers) and every array but the frames
+    (values, NaN/Inf) against ``meta``."""
     with _reading(path) as zf:
         names = _array_names(zf)
         specs = {k: _member_header(zf, n) for k, n in names.items()}
         steps = _check_layout(specs, meta)
-        small = {k: _member_array(zf, names[k]) for k in _SMALL_ARRAYS}
+        small = {k: _member_array(zf, names[k]) for k in (*_SMALL_ARRAYS, "physics") if k in names}
+        _check_finite(small)
         task = _checked_task(small["task"], meta)
     nbytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
     return EpisodeSummary(

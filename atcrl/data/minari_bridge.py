@@ -19,6 +19,7 @@ from atcrl.data.dataset_reader import EpisodeDataset, Progress, open_dataset
 from atcrl.data.dataset_writer import DatasetWriter
 from atcrl.data.episode import Episode
 from atcrl.data.episode_npz import read_array
+from atcrl.output_guard import protected_owner
 
 Layout = Literal["auto", "chw", "hwc"]
 ATCRL_META_KEY = "atcrl_meta"
@@ -67,6 +68,9 @@ def export_minari(
     target = get_dataset_path(dataset_id)
     if target.exists():
         raise DatasetError(f"a Minari dataset {dataset_id!r} already exists at {target}; pick another id")
+    if (owner := protected_owner(target)) is not None:
+        raise DatasetError(f"the Minari root puts {dataset_id!r} at {target}, inside the {owner[1]} {owner[0]}; "
+                           "choose a --minari-root outside it")
 
     spaces = {"observation_space": _frame_space(meta), "action_space": _action_space(ds)}
     create = minari.create_dataset_from_buffers

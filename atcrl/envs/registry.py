@@ -49,6 +49,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """Split "family:name"; ValueError naming close families for anything else."""
     family, sep, name = spec.partition(":")
     examples = ", ".join(f.example for f in FAMILIES.values())
+    if not spec.strip():
+        raise ValueError(f"the env spec is empty; give one such as {examples} (`atcrl envs` lists the families)")
     if not sep or not name:
         raise ValueError(f"env spec {spec!r} must look like 'family:name', e.g. {examples}")
     if family not in FAMILIES:

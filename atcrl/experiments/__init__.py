@@ -12,7 +12,9 @@ each module's NOTES say what is reduced and why) and ``tiny`` (a smoke test of s
 
 Modules: spec (Step, Experiment), commands (step builders and run sizes), scales (sizes shared per
 scale), offline (expert -> demonstrations), one module per experiment, plans (registry), cost (time
-estimates), record (experiment.json), outputs (when a step is complete; how it is continued), runner
+estimates on CPU and on one GPU), provenance (git state, machine, content hashes), inputs (what a
+step reads; the refusal of changed inputs), record (experiment.json), outputs (when a step is
+complete; how it is continued), executors (local subprocesses), ray_executor (Ray tasks), runner
 (execution), cli (`atcrl experiment`).
 
 Directory contract (what `atcrl report` reads). OUT/experiment.json is rewritten atomically after
@@ -21,8 +23,9 @@ every change of a step's state:
     {"name": str, "scale": "full" | "cpu-small" (| "tiny" for smoke tests), "seeds": [int, ...],
      "question": str,   # the paper claim tested
      "notes": str,      # how this scale differs from the paper, and why
-     "created": ISO time, "machine": {"cpu": str, "cores": int, "torch": str, "python": str, "platform": str},
-     "git_commit": str | null, "command": [argv of the `atcrl experiment` invocation],
+     "created": ISO time, "machine": MACHINE, "git_commit": str | null, "git_dirty": bool | null,
+         # machine and git state of the invocation that created the record (kept by every re-run)
+     "command": [argv of the `atcrl experiment` invocation],
      "steps": [{"id": str,          # unique, filesystem-safe; also the output path relative to OUT
                 "kind": "train" | "collect" | "pretrain" | "probe" | "export",
                 "group": str,       # what is compared, e.g. "online-dmc", "frozen-rl", "probe", "pretrain"
@@ -31,10 +34,25 @@ every change of a step's state:
                 "command": [argv after `atcrl`],   # paths relative to OUT (steps run with cwd OUT)
                 "out": str,         # relative path: a directory (train/pretrain/collect) or a .json file (probe)
                 "status": "pending" | "running" | "done" | "failed" | "skipped",
-                "returncode": int | null, "wall_time_s": float | null,   # summed over resumed attempts
+                "returncode": int | null, "wall_time_s": float | null,   # summed over all attempts
+                # provenance (provenance.py, inputs.py), once the step has started:
+                "git_commit": str | null, "git_dirty": bool | null, "machine": MACHINE | null,
+                    # of the first attempt that made its current output (a resumed attempt keeps them)
+                "attempts": [{"started", "finished", "command", "continued": bool, "wall_time_s",
+                              "returncode", "git_commit", "git_dirty", "machine"}, ...],
+                "inputs": {path: "sha256:..." | null},   # every input when the step last started
+                "output_hash": "sha256:...",             # of its output, when done
                 # extra keys: "log" (OUT-relative log file), "estimate_s", "ran_command" (argv of the last
                 # attempt, e.g. with --resume), "log_tail" (failed/skipped: why), "started", "finished"
                }, ...]}
+    MACHINE = {"cpu": str, "isa": [flags among avx2, avx512f, amx_bf16, ...], "cores": int, "usable_cores": int,
+               "gpus": [{"name", "memory_mib", "driver", "driver_cuda"}], "torch": str, "torch_cuda": str | null,
+               "python": str, "platform": str}
+
+Inputs: a step reads its dependencies' outputs (relative paths) and, by absolute path, outputs of
+other experiments (--expert/--data/--probe-data/--encoder). A run refuses to start (exit 2, one line)
+when an input's content hash differs from the one its producing step recorded, or from the one a
+step of this experiment recorded when it read it.
 
 Outputs by kind, as the commands write them:
   train     OUT/<id>/: config.json ("loop" incl. "action_repeat", "steps"), metrics.jsonl (rows with "step"

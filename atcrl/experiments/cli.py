@@ -3,6 +3,9 @@
     atcrl experiment --list
     atcrl experiment ul-benchmark --scale cpu-small --out runs/exp/ul --dry-run
     atcrl experiment ul-benchmark --scale cpu-small --out runs/exp/ul --jobs 2
+    atcrl experiment online --scale full --jobs 8 --device cuda          # 8 steps share one GPU
+    atcrl experiment ul-benchmark --scale full --executor ray --address auto --jobs 64 \
+        --cpus-per-step 2 --gpus-per-step 0.125
     atcrl experiment ablations --scale cpu-small --out runs/exp/abl --jobs 2 --data runs/exp/ul/demos-cartpole-swingup \\
         --probe-data runs/exp/ul/probe-data-cartpole-swingup
 """
@@ -18,6 +21,7 @@ from typing import Annotated, Literal
 import tyro
 
 from atcrl.experiments import cost, plans
+from atcrl.experiments.executors import Executor, LocalExecutor
 from atcrl.experiments.offline import Reuse
 from atcrl.experiments.runner import Runner, plan_states
 from atcrl.experiments.spec import Experiment, PlanError, Scale
@@ -43,6 +47,19 @@ class ExperimentConfig:
     jobs: int = 1
     """Steps run at once (dependencies respected). Each step may use usable cores // jobs threads
     (OMP_NUM_THREADS, unless set in the environment) and takes those of them that are idle when it starts."""
+    device: Literal["cpu", "cuda"] | None = None
+    """Device of the steps that compute (train, pretrain, probe), passed to each attempt as --device (not part of
+    the plan: a resumed step may move); None = each command's default. With --jobs N and cuda, N steps share
+    the GPU, each with usable cores // N CPU threads."""
+    executor: Literal["local", "ray"] = "local"
+    """local: steps as subprocesses of this command; ray: steps as Ray tasks (atcrl/experiments/ray_executor.py),
+    up to --jobs submitted at once, with OUT on a filesystem every node sees. Needs `pip install "atcrl[ray]"`."""
+    address: str | None = None
+    """--executor ray: the Ray cluster ("auto": the one running here, or ray://HOST:PORT); None = start a local one."""
+    cpus_per_step: float = 1.0
+    """--executor ray: CPUs each step requests (and its torch threads)."""
+    gpus_per_step: float = 0.0
+    """--executor ray: GPUs each train, pretrain or probe step requests; a fraction shares one (0.125 = 8 per GPU)."""
     dry_run: bool = False
     """Print the plan (every command, in order, with estimated times) and run nothing."""
     list_experiments: Annotated[bool, tyro.conf.arg(name="list")] = False
@@ -78,10 +95,21 @@ def run_experiment(cfg: ExperimentConfig) -> int:
         if cfg.dry_run:
             print(dry_run(exp, out, cfg.jobs))
             return 0
-        return Runner(exp, out, jobs=cfg.jobs, command=invocation(cfg, exp)).run()
+        return Runner(exp, out, jobs=cfg.jobs, device=cfg.device, command=invocation(cfg, exp),
+                      executor=executor_of(cfg)).run()
     except PlanError as e:
         print(f"atcrl experiment: error: {e}", file=sys.stderr)
         return 2
+
+
+def executor_of(cfg: ExperimentConfig) -> Executor:
+    if cfg.executor == "local":
+        if (cfg.address, cfg.cpus_per_step, cfg.gpus_per_step) != (None, 1.0, 0.0):
+            raise PlanError("--address, --cpus-per-step and --gpus-per-step apply to --executor ray only")
+        return LocalExecutor()
+    from atcrl.experiments.ray_executor import RayExecutor
+
+    return RayExecutor(cfg.address, cpus=cfg.cpus_per_step, gpus=cfg.gpus_per_step)
 
 
 def default_out(name: str, scale: str) -> Path:
@@ -105,6 +133,11 @@ def invocation(cfg: ExperimentConfig, exp: Experiment) -> list[str]:
     """The `atcrl experiment` argv that runs this experiment, as recorded in experiment.json."""
     argv = ["atcrl", "experiment", exp.name, "--scale", exp.scale, "--seeds", str(len(exp.seeds)),
             "--out", str(cfg.out or default_out(exp.name, exp.scale)), "--jobs", str(cfg.jobs)]
+    if cfg.device is not None:
+        argv += ["--device", cfg.device]
+    if cfg.executor != "local":
+        argv += ["--executor", cfg.executor, "--cpus-per-step", str(cfg.cpus_per_step),
+                 "--gpus-per-step", str(cfg.gpus_per_step)] + (["--address", cfg.address] if cfg.address else [])
     reuse = reuse_of(cfg)
     for name in ("expert", "data", "probe_data", "encoder"):
         if getattr(reuse, name) is not None:
@@ -125,12 +158,14 @@ def dry_run(exp: Experiment, out: Path, jobs: int) -> str:
     """The plan as shell commands (run from OUT), each after a comment naming the step."""
     states = plan_states(exp, out)
     lines = [f"# experiment {exp.name}, scale {exp.scale}: {estimate_line(exp, jobs)}",
+             f"# on one GPU: {cost.gpu_line(exp.steps, jobs)}",
              f"# question: {exp.question}", f"# notes: {exp.notes}", f"cd {shlex.quote(str(out))}"]
     for i, step in enumerate(exp.steps, 1):
         after = f"; after {', '.join(step.depends)}" if step.depends else ""
         done = "; done, would be skipped" if states[step.id] == "done" else ""
+        gpu = "not measured" if step.gpu_estimate_s is None else cost.describe_seconds(step.gpu_estimate_s)
         lines.append(f"# [{i}/{len(exp.steps)}] {step.id}: {step.kind} {step.group}/{step.variant} seed {step.seed}, "
-                     f"est. {cost.describe_seconds(step.estimate_s)}{after}{done}")
+                     f"est. {cost.describe_seconds(step.estimate_s)} (one GPU: {gpu}){after}{done}")
         lines.append("atcrl " + shlex.join(step.command))
     return "\n".join(lines)
 
@@ -141,8 +176,11 @@ def listing() -> str:
         module = plans.definition(name)
         lines += [name, f"  question: {module.QUESTION}"]
         for scale in ("full", "cpu-small"):
-            lines.append(f"  {scale}: {estimate_line(plans.build(name, scale), 2)}")
+            exp = plans.build(name, scale)
+            lines += [f"  {scale}:", f"    cpu: {estimate_line(exp, 2)}", f"    one GPU: {cost.gpu_line(exp.steps)}"]
         lines.append("")
-    lines.append("Times are estimates from speeds measured at one thread per step (atcrl/experiments/cost.py); "
+    lines.append("CPU times are estimates from speeds measured at one thread per step (atcrl/experiments/cost.py); "
                  "with --jobs 1 on idle cores a step takes every core (1.5-1.8x faster on 2 cores).")
+    lines.append(f"GPU times: from one measurement ({cost.GPU_MEASURED}) and the labelled assumptions in cost.py; "
+                 "steps of other kinds have no GPU figure yet and are listed as not measured.")
     return "\n".join(lines)

@@ -136,14 +136,14 @@ def train_sac(step_id: str, *, group: str, variant: str, seed: int, env: str, pr
     mode = {"dmc-atc": "decoupled", "dmc-rad": "end_to_end"}.get(preset, "frozen-latent")
     if pixel_replay:
         mode = "frozen-pixel"
-    steps = run.total(env)
-    seconds = cost.sac_seconds(
-        mode, steps=steps, warmup=run.warmup if run.warmup is not None else PAPER_WARMUP,
-        batch=run.batch_size or (512 if task_of(env).startswith("cheetah") else 256), fast_render=run.fast_render,
-        eval_every=run.eval_every if run.eval_every is not None else PAPER_EVAL_EVERY,
-        eval_episodes=run.eval_episodes if run.eval_episodes is not None else PAPER_EVAL_EPISODES,
-        episode_steps=episode_steps(env))
-    return Step(step_id, "train", group, variant, seed, env, tuple(command), depends, seconds)
+    size = {"steps": run.total(env), "warmup": run.warmup if run.warmup is not None else PAPER_WARMUP,
+            "batch": run.batch_size or (512 if task_of(env).startswith("cheetah") else 256),
+            "eval_every": run.eval_every if run.eval_every is not None else PAPER_EVAL_EVERY,
+            "eval_episodes": run.eval_episodes if run.eval_episodes is not None else PAPER_EVAL_EPISODES,
+            "episode_steps": episode_steps(env)}
+    seconds = cost.sac_seconds(mode, fast_render=run.fast_render, **size)
+    gpu = cost.sac_gpu_seconds(mode, **size) if env.startswith("dmc:") else None  # measured on DMC only
+    return Step(step_id, "train", group, variant, seed, env, tuple(command), depends, seconds, gpu)
 
 
 def train_ppo(step_id: str, *, group: str, variant: str, seed: int, env: str, preset: str, run: PPORun,

@@ -4,6 +4,10 @@ The reference is the 2-core CPU this project was built on, one torch thread per 
 `--jobs 2` gives each step there). The estimates size the cpu-small plans and are printed by
 `atcrl experiment --list` and `--dry-run`; on another machine they are off by its speed ratio,
 and on a GPU the full-scale numbers are far too high. They are planning aids, not measurements.
+
+GPU estimates (``gpu_*``) come from one measurement only (GPU_MEASURED): DMC SAC runs sharing one
+GPU. Every other kind of step (pretraining, probes, collection, PPO) has no GPU figure yet: its GPU
+estimate is None and plans print it as "not measured", never a guess.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,6 +42,31 @@ PROBE_RATE = 400.0
 """Frames per second the probe encodes (batch 256) and fits."""
 PPO_RATE = {"end_to_end": 420.0, "decoupled": 330.0, "frozen": 500.0}
 """PPO agent steps per second with 16 Atari envs (decoupled includes its online ATC updates)."""
+
+
+GPU_MEASURED = ("one NVIDIA H200, torch 2.11 + CUDA 13, MUJOCO_GL=egl, 2026-12-04: dmc:cartpole-swingup, batch 256, "
+                "one SAC + one ATC update per agent step, 3 runs sharing the GPU with 4 CPU threads each")
+GPU_RUNS = 3
+"""Runs that shared the GPU in the measurement: the per-run rates hold for --jobs 3; other job counts are
+scheduled with the same per-run rate (not measured)."""
+GPU_SAC_RATE = {"decoupled": 33.5, "end_to_end": 33.5}
+"""Agent steps/s per run once updates run: decoupled ATC-SAC measured 30-37 (the midpoint here), RAD
+end-to-end "about the same". Assumption (labelled): batches up to 256 cost the same, since the measured
+step is bound by Python, launches and copies rather than GPU arithmetic; other SAC modes: not measured."""
+GPU_ENV_RATE = 474.0
+"""Agent steps/s of dmc:cartpole-swingup with default rendering, env alone (`atcrl envs`, same machine).
+Assumption (labelled): warm-up and evaluation steps run at this rate (the env bounds them, not the GPU);
+with fast rendering the env is faster, so those estimates are upper bounds."""
+
+
+def sac_gpu_seconds(mode: str, *, steps: int, warmup: int, batch: int, eval_every: int, eval_episodes: int,
+                    episode_steps: int) -> float | None:
+    """One SAC run on a GPU shared by GPU_RUNS runs, from GPU_MEASURED; None where nothing was measured."""
+    if mode not in GPU_SAC_RATE or batch > 256:
+        return None
+    evals = 1 + (steps // eval_every if eval_every else 1)
+    return (STARTUP_S + (warmup + evals * eval_episodes * episode_steps) / GPU_ENV_RATE
+            + max(steps - warmup, 0) / GPU_SAC_RATE[mode])
 
 
 def sac_seconds(mode: str, *, steps: int, warmup: int, batch: int, fast_render: bool, eval_every: int,
@@ -96,6 +126,22 @@ def wall_seconds(steps: Sequence[Step], jobs: int) -> float:
         now, done = heapq.heappop(running)
         finish[done] = now
     return now
+
+
+def gpu_line(steps: Sequence[Step], jobs: int = GPU_RUNS) -> str:
+    """The plan's estimate on one GPU with ``jobs`` steps at once: the steps with a GPU figure, and how many
+    have none."""
+    known = [s for s in steps if s.gpu_estimate_s is not None]
+    unknown = len(steps) - len(known)
+    if not known:
+        return f"not measured (no GPU figure for any of its {len(steps)} steps)"
+    timed = [replace(s, estimate_s=s.gpu_estimate_s, depends=()) for s in known]
+    text = (f"about {describe_seconds(wall_seconds(timed, jobs))} for the {len(known)} DMC SAC step(s) with a GPU "
+            f"figure (--jobs {jobs})")
+    if unknown:
+        kinds = sorted({"other train" if s.kind == "train" else s.kind for s in steps if s.gpu_estimate_s is None})
+        text += f"; {unknown} step(s) not measured ({', '.join(kinds)})"
+    return text
 
 
 def describe_seconds(seconds: float) -> str:

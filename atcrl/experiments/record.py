@@ -7,49 +7,19 @@ or a re-run resuming the experiment) sees either the previous or the new version
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from atcrl.atomic import atomic_write
+from atcrl.experiments.provenance import git_state, machine
 from atcrl.experiments.spec import Experiment, PlanError, Step
 
 RECORD = "experiment.json"
 STEP_STATE = ("status", "returncode", "wall_time_s")
-
-
-def machine() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = "not installed"
-    return {"cpu": _cpu_name(), "cores": os.cpu_count() or 1, "torch": torch_version,
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    """The commit of the atcrl checkout that runs the experiment (None outside a git checkout)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+KEPT = (*STEP_STATE, "ran_command", "log_tail", "started", "finished", "attempts", "git_commit", "git_dirty",
+        "machine", "inputs", "output_hash")
+"""Step keys a re-run keeps from the record it resumes (the provenance of the work already on disk)."""
 
 
 def step_record(step: Step) -> dict[str, Any]:
@@ -62,7 +32,7 @@ def step_record(step: Step) -> dict[str, Any]:
 def new_record(exp: Experiment, command: list[str]) -> dict[str, Any]:
     return {"name": exp.name, "scale": exp.scale, "seeds": list(exp.seeds), "question": exp.question,
             "notes": exp.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
-            "git_commit": git_commit(), "command": command, "steps": [step_record(s) for s in exp.steps]}
+            **git_state(), "command": command, "steps": [step_record(s) for s in exp.steps]}
 
 
 def load(out: Path) -> dict[str, Any] | None:
@@ -104,10 +74,14 @@ def merge(old: dict[str, Any] | None, exp: Experiment, command: list[str]) -> di
         if was.get("command") != s["command"]:
             raise PlanError(f"step {s['id']} was run as `atcrl {' '.join(was.get('command', []))}` but this plan runs "
                             f"`atcrl {' '.join(s['command'])}`; re-run with the original options or choose another --out")
-        for key in (*STEP_STATE, "ran_command", "log_tail", "started", "finished"):
+        for key in KEPT:
             if key in was:
                 s[key] = was[key]
-    record["created"] = old.get("created", record["created"])
+    # The top-level machine and git state are those of the invocation that created the record; each step
+    # carries its own (the commit and machine of the attempts that made its output).
+    for key in ("created", "machine", "git_commit", "git_dirty"):
+        if key in old:
+            record[key] = old[key]
     return record
 
 

@@ -15,7 +15,8 @@ runner killed with SIGKILL leaves them running: wait for them before re-running.
 Failures: a failed step is recorded with its exit code and the tail of its log; steps that need it
 are skipped; independent steps still run; the run's exit code is then 1.
 
---jobs N runs up to N ready steps at once, in plan order. Every subprocess may use at most
+--device cuda passes --device cuda to every train, pretrain and probe attempt; with --jobs N the N steps
+share the one GPU. --jobs N runs up to N ready steps at once, in plan order. Every subprocess may use at most
 usable cores // N intra-op threads (OMP_NUM_THREADS and MKL_NUM_THREADS, unless OMP_NUM_THREADS is
 already set in the environment), and within that cap it takes only the cores that are idle when it
 starts (``process.resolve_threads``): threads waiting for each other's cores ran up to 30x slower
@@ -29,23 +30,27 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from atcrl.cpus import usable_cores
+from atcrl.experiments import inputs
 from atcrl.experiments import record as records
 from atcrl.experiments.cost import describe_seconds, wall_seconds
+from atcrl.experiments.executors import Executor, Handle, LocalExecutor
 from atcrl.experiments.outputs import attempt, is_complete
+from atcrl.experiments.provenance import git_state, machine
 from atcrl.experiments.spec import Experiment, PlanError, Step
 
 LOG_TAIL_LINES = 20
 INTERRUPT_GRACE_S = 120.0
 """How long an interrupted run waits for its steps to checkpoint and exit after forwarding Ctrl-C."""
 POLL_S = 0.2
+DEVICE_KINDS = ("train", "pretrain", "probe")
+"""The commands that take --device (collection acts on the CPU)."""
 
 
 # --------------------------------------------------------------------------- running
@@ -54,8 +59,7 @@ POLL_S = 0.2
 @dataclass
 class _Running:
     step: Step
-    process: subprocess.Popen
-    log: IO[bytes]
+    process: Handle
     started: float
     resumed: bool
 
@@ -108,15 +112,18 @@ def plan_states(exp: Experiment, out: Path) -> dict[str, str]:
 class Runner:
     """Executes one experiment in one directory; ``run`` returns the exit code."""
 
-    def __init__(self, exp: Experiment, out: Path, *, jobs: int = 1, command: list[str] | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, exp: Experiment, out: Path, *, jobs: int = 1, device: str | None = None,
+                 command: list[str] | None = None, echo: Callable[[str], None] | None = None,
+                 executor: Executor | None = None) -> None:
         if jobs < 1:
             raise PlanError(f"--jobs must be >= 1, got {jobs}")
-        self.exp, self.out, self.jobs = exp, out, jobs
+        self.exp, self.out, self.jobs, self.device = exp, out, jobs, device
+        self.executor: Executor = executor or LocalExecutor()
         self.echo = echo or (lambda line: print(line, flush=True))
         self.command = command or ["atcrl", "experiment", exp.name]
         self.states: dict[str, dict[str, Any]] = {}
         self.record: dict[str, Any] = {}
+        self.hashes = inputs.Hashes(out)
         self.t0 = time.monotonic()
 
     # ------------------------------------------------------------------ record
@@ -135,8 +142,11 @@ class Runner:
     # ------------------------------------------------------------------ run
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
-        with _lock(self.out), _sigterm_as_interrupt():
-            return self._run()
+        try:
+            with _lock(self.out), _sigterm_as_interrupt():
+                return self._run()
+        finally:
+            self.executor.close()
 
     def _run(self) -> int:
         done_before = {k for k, v in plan_states(self.exp, self.out).items() if v == "done"}
@@ -146,8 +156,9 @@ class Runner:
             if sid not in done_before:
                 state.update(status="pending", returncode=None)
                 state.pop("log_tail", None)
-        self._save()
         todo = [s for s in self.exp.steps if s.id not in done_before]
+        inputs.check(self.exp, self.states, todo, self.hashes)
+        self._save()
         estimate = describe_seconds(wall_seconds(todo, self.jobs)) if todo else "0 min"
         self.echo(f"experiment {self.exp.name} at scale {self.exp.scale}, seeds {list(self.exp.seeds)}, in {self.out}: "
                   f"{len(self.exp.steps)} steps, {len(done_before)} done earlier, {len(todo)} to run "
@@ -194,30 +205,53 @@ class Runner:
 
     def _start(self, step: Step, env: dict[str, str]) -> _Running:
         command, resumed = attempt(step, self.out)
-        log = open(self.out / step.log, "ab")  # noqa: SIM115 - the step's process writes it until _finish closes it
-        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
-        log.flush()
-        # Own process group: a terminal's Ctrl-C reaches only this runner, which forwards exactly one
-        # SIGINT (a second one would make `atcrl train` abort without its checkpoint).
-        process = subprocess.Popen([sys.executable, "-m", "atcrl.cli", *command], cwd=self.out, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)
-        if not resumed:
-            self.states[step.id]["wall_time_s"] = None
+        if self.device is not None and step.kind in DEVICE_KINDS:
+            command += ["--device", self.device]
+        self._provenance(step, command, resumed)
+        with open(self.out / step.log, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} atcrl {' '.join(command)}\n".encode())
+        process = self.executor.start(command, self.out.resolve(), env, self.out.resolve() / step.log,
+                                      gpu=step.kind in DEVICE_KINDS)
         self._set(step, status="running", ran_command=command, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         detail = f" (resuming; est. {describe_seconds(step.estimate_s)} in all)" if resumed else \
             f" (est. {describe_seconds(step.estimate_s)})"
         self._say("start", step, detail)
-        return _Running(step, process, log, time.monotonic(), resumed)
+        return _Running(step, process, time.monotonic(), resumed)
+
+    def _provenance(self, step: Step, command: list[str], resumed: bool) -> None:
+        """Open an attempt: the inputs' hashes, and the git state and machine it runs on. The step's own
+        git state and machine are those of the first attempt that made its current output: a resumed
+        attempt keeps them, a fresh start (nothing to continue) replaces them."""
+        state = self.states[step.id]
+        state["inputs"] = {path: self.hashes(path) for path in self.exp.inputs(step)}
+        now = {**git_state(), "machine": machine()}
+        state.setdefault("attempts", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+                                                 "continued": resumed, "executor": self.executor.name, **now})
+        if not resumed:
+            state.update(now)
+        elif "git_commit" not in state:  # continues work recorded without provenance: where it began is unknown
+            state.update(dict.fromkeys(now))
+
+    def _remote_provenance(self, r: _Running) -> None:
+        """A step that ran on another machine (a Ray worker) records that machine and its checkout."""
+        if (where := r.process.where()) is None:
+            return
+        state = self.states[r.step.id]
+        state["attempts"][-1].update(where)
+        if not r.resumed:
+            state.update(where)
 
     def _finish(self, r: _Running, *, interrupted: bool = False) -> None:
-        r.log.close()
-        code = r.process.returncode
+        code = r.process.poll()
+        self._remote_provenance(r)
         seconds = time.monotonic() - r.started
         state = self.states[r.step.id]
-        total = round(seconds + (state.get("wall_time_s") or 0.0), 1)
+        total = round(seconds + (state.get("wall_time_s") or 0.0), 1)  # every attempt's time
         finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        state["attempts"][-1].update(finished=finished, wall_time_s=round(seconds, 1), returncode=code)
         if code == 0 and is_complete(r.step, self.out):
-            self._set(r.step, status="done", returncode=0, wall_time_s=total, finished=finished)
+            self._set(r.step, status="done", returncode=0, wall_time_s=total, finished=finished,
+                      output_hash=self.hashes.made(r.step.out))
             self._say("done", r.step, f" in {describe_duration(seconds)}")
         elif interrupted:
             self._set(r.step, status="pending", returncode=code, wall_time_s=total, finished=finished,
@@ -235,7 +269,7 @@ class Runner:
         self.echo(f"stopping {len(running)} running step(s) (they checkpoint first; Ctrl-C again to kill them)")
         for r in running.values():
             with contextlib.suppress(ProcessLookupError):
-                r.process.send_signal(signal.SIGINT)
+                r.process.interrupt()
         deadline = time.monotonic() + INTERRUPT_GRACE_S
         try:
             for r in running.values():
@@ -246,7 +280,8 @@ class Runner:
         for r in running.values():
             if r.process.poll() is None:
                 r.process.kill()
-                r.process.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.process.wait(timeout=INTERRUPT_GRACE_S)
             self._finish(r, interrupted=True)
 
 

@@ -48,11 +48,21 @@ class Step:
     """Ids of the steps whose outputs this one reads."""
     estimate_s: float = 0.0
     """Estimated run time in seconds at one thread on the reference 2-core CPU (see cost.py)."""
+    gpu_estimate_s: float | None = None
+    """Estimated run time in seconds on one GPU shared by cost.GPU_RUNS steps; None: not measured for this
+    kind of step (cost.py says what was measured)."""
 
     @property
     def out(self) -> str:
         """Output path relative to the experiment directory: a .json file for probes, else a directory."""
         return f"{self.id}.json" if self.kind == "probe" else self.id
+
+    @property
+    def external_inputs(self) -> tuple[str, ...]:
+        """Paths outside the experiment this step reads (another experiment's outputs, given to the plan by
+        --expert/--data/--probe-data/--encoder): a step names them, and only them, by absolute path;
+        the outputs of its own experiment it names relative to the experiment directory, in ``depends``."""
+        return tuple(dict.fromkeys(tok for tok in self.command if tok.startswith("/")))
 
     @property
     def log(self) -> str:
@@ -82,6 +92,11 @@ class Experiment:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    def inputs(self, step: Step) -> dict[str, str | None]:
+        """Everything ``step`` reads, path -> the id of the step of this plan that makes it (None: external):
+        its dependencies' outputs (relative to the experiment directory), then its external inputs."""
+        return {**{self.step(d).out: d for d in step.depends}, **dict.fromkeys(step.external_inputs)}
 
     def dependants(self, step_id: str) -> set[str]:
         """Ids of every step that needs ``step_id``, directly or through others."""

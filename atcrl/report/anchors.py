@@ -1,18 +1,19 @@
 """The paper's reference numbers for DMC, as data, so reports can put them beside our runs.
 
-Source: docs/reference-settings.md, "Anchor numbers": CURL and DrQ final returns (mean ± std over
-seeds) after 100k and 500k environment steps (agent steps × action repeat); the 500k numbers are
-given without a std.
+Source: the CURL and DrQ papers' DMControl tables (also in docs/reference-settings.md, "Anchor numbers"):
+final returns (mean ± std over seeds) after 100k and 500k environment steps (agent steps × action repeat);
+the 500k numbers are quoted without a std.
 The ATC paper itself reports learning curves; these two baselines are the published tables it is
-usually read against.
+usually read against. Reports show them only beside runs at the same env-step budget (``at_budget``),
+labelled as quoted figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCE = ("docs/reference-settings.md, 'Anchor numbers' (CURL and DrQ at 100k / 500k env steps, "
-          "mean ± std over seeds)")
+SOURCE = ("quoted from the CURL (Laskin et al., 2020) and DrQ (Kostrikov et al., 2020) DMControl tables at 100k / "
+          "500k env steps (mean ± std over their seeds)")
 TASKS = ("finger-spin", "cartpole-swingup", "reacher-easy", "cheetah-run", "walker-walk", "ball_in_cup-catch")
 
 
@@ -58,6 +59,11 @@ def anchors_for(env: str) -> dict[tuple[str, int], Anchor]:
     """The anchors of an env keyed by (method, env steps); empty for envs the paper gives no number for."""
     task = task_of(env)
     return {(a.method, a.env_steps): a for a in ANCHORS if a.task == task}
+
+
+def at_budget(env: str, env_steps: int) -> list[Anchor]:
+    """The anchors of an env at exactly this env-step budget (the only ones a report may set beside a run)."""
+    return [a for a in anchors_for(env).values() if a.env_steps == env_steps]
 
 
 def format_anchor(a: Anchor | None) -> str:

@@ -8,16 +8,16 @@ numbers; interpreting them is left to the reader.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-from atcrl.report import plots
-from atcrl.report.anchors import SOURCE, anchors_for
+from atcrl.report import evidence, plots
+from atcrl.report.anchors import SOURCE, at_budget
 from atcrl.report.load import Experiment, Step
 from atcrl.report.runs import TRAIN_WINDOW, PretrainRun, ProbeRun, Result, TrainRun
 from atcrl.report.stats import (
@@ -27,14 +27,21 @@ from atcrl.report.stats import (
     TrainCell,
     ValueCell,
     compare,
-    fmt_stat,
     fmt_steps,
     mean_curve,
     pretrain_cell,
     probe_cell,
     train_cell,
 )
-from atcrl.report.tables import join_table, md_table, pretrain_table, probe_table, train_table
+from atcrl.report.tables import (
+    budget,
+    join_table,
+    md_table,
+    pretrain_table,
+    probe_table,
+    quoted_table,
+    train_table,
+)
 
 NOT_DONE = ("failed", "skipped", "pending", "running", "unknown")
 
@@ -55,6 +62,10 @@ class Doc:
         self._names[base] += 1
         suffix = f"-{self._names[base]}" if self._names[base] > 1 else ""
         return self.out / f"{base}{suffix}.png"
+
+    def rel(self, path: Path) -> str:
+        """A path as seen from the report's directory, so a rebuilt report reads the same wherever it is built."""
+        return os.path.relpath(path, self.out)
 
     def figure(self, path: Path, alt: str) -> None:
         self.figures.append(path)
@@ -85,13 +96,16 @@ def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
     what = "training episode return" if all_training else "eval return"
     final = "final training score" if all_training else "final return" if training else "final eval return"
     if panels:
-        anchors = {env: list(anchors_for(env).values()) for env in panels}
+        anchors = {env: at_budget(env, n) for env in panels if (n := budget(cells, env)) is not None}
         path = plots.learning_curves(doc.figure_path(label, "curves"), panels, anchors, SPREAD_LABEL[doc.spread],
                                      f"{label}: {what}", ylabel=what)
         doc.figure(path, f"{label} learning curves")
     else:
         doc.add("_No evaluation or training episode has been logged by any run of this group yet: no curves._", "")
     doc.add(train_table(cells, final), "")
+    if quoted := quoted_table(cells):
+        doc.add(quoted, "")
+    evidence.statistics(doc, steps, steps[0].group, "final return", label)
     per_seed = "each seed's last training score (below)" if all_training else "each seed's last evaluation"
     doc.add(f"{final.capitalize()}: {per_seed}, then mean ± sample std over seeds. "
             "Agent steps/s overall: agent steps ÷ wall time, warm-up and evaluation included; last logged: the "
@@ -105,21 +119,7 @@ def train_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
         ranked = sorted((c for c in cells if c.env == env and c.final), key=lambda c: -c.final.mean)
         claims += [f"final return ({label}) on {env}: " + compare(ranked[0].variant, ranked[0].final, c.variant,
                                                                   c.final) for c in ranked[1:]]
-        if ranked:
-            claims += _anchor_claims(env, ranked[0])
     return cells
-
-
-def _anchor_claims(env: str, best: TrainCell) -> list[str]:
-    anchors = anchors_for(env)
-    if not anchors or not best.final:
-        return []
-    ours = max(best.final_env_steps)
-    budget = min({n for _, n in anchors}, key=lambda n: abs(n - ours))
-    listed = ", ".join(f"{m} {a.mean:.0f}" + (f" ± {a.std:.0f}" if a.std is not None else "")
-                       for (m, n), a in anchors.items() if n == budget)
-    return [(f"{env}: best final return here {best.variant} {fmt_stat(best.final)} at {fmt_steps(ours)} env steps; "
-             f"paper anchors at {fmt_steps(budget)} env steps: {listed}")]
 
 
 def _value_claims(what: str, cells: list[ValueCell], key: str, digits: int) -> list[str]:
@@ -151,6 +151,7 @@ def probe_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
                           f"{label}: linear probe of the physics state")
         doc.figure(path, f"{label} probe R²")
     doc.add(probe_table(cells), "")
+    evidence.statistics(doc, steps, steps[0].group, "probe mean R²", label)
     _notes(doc, [(c.variant, n) for c in cells for n in c.notes])
     claims += _value_claims(f"probe mean R² ({label})", cells, "mean_r2", 3)
     return cells
@@ -195,7 +196,7 @@ def group_sections(doc: Doc, steps: list[Step], prefix: str) -> None:
     for t_group, t_cells in found["train"]:
         if table := join_table(t_cells, probes, pretrained):
             doc.add(f"### {t_group}: final return beside the probe and pretraining of the same variant", "", table, "")
-    doc.add("### Claims (numbers only)", "")
+    doc.add("### Comparisons (numbers only; the verdicts below decide the claims)", "")
     doc.add(*(f"- {c}" for c in claims) if claims else ("_Nothing to compare: fewer than two variants with results._",))
     doc.add("")
 
@@ -215,7 +216,7 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
             f"- **seeds**: {m.get('seeds', '—')}", f"- **notes**: {m.get('notes') or '—'}",
             f"- **created**: {m.get('created') or '—'}", f"- **git commit**: {m.get('git_commit') or '—'}",
             "- **machine**: " + (", ".join(f"{k} {v}" for k, v in machine.items()) if machine else "—"),
-            f"- **directory**: `{exp.path}`", "", "Command:", "", "```", _command(m.get("command") or []), "```", "")
+            f"- **directory**: `{doc.rel(exp.path)}`", "", "Command:", "", "```", _command(m.get("command") or []), "```", "")
     counts = Counter(s.status for s in exp.steps)
     doc.add(f"Steps: {len(exp.steps)} — " + ", ".join(f"{n} {status}" for status, n in counts.most_common()), "")
     not_done = [s for s in exp.steps if s.status != "done"]
@@ -225,22 +226,48 @@ def experiment_section(doc: Doc, exp: Experiment) -> None:
             [[s.id, s.kind, s.variant, "—" if s.seed is None else str(s.seed), s.status, "—" if s.returncode is None else str(s.returncode),
               f"`{s.out}`" + ("" if s.result is not None else " (none)")] for s in not_done]), "")
     for s in not_done:
-        if s.status == "failed" and s.log and (tail := _last_line(exp.path / s.log)):
-            doc.add(f"- {s.id} failed; last line of `{exp.path / s.log}`: `{tail}`")
+        if s.status == "failed" and (tail := _last_line(s, exp.path)):
+            doc.add(f"- {s.id} failed; last line of its log `{s.log}`: `{tail}`")
+    if stale := stale_inputs(exp.steps):
+        doc.add("Provenance warnings (a step read another step's output in a version that is no longer its "
+                "output, e.g. after that step was re-run):", "", *(f"- {w}" for w in stale), "")
     doc.add("")
     group_sections(doc, exp.steps, exp.name)
-    doc.add("<details><summary>Step commands and wall times</summary>", "", md_table(
-        ["step", "status", "wall time", "command"],
-        [[s.id, s.status, f"{s.wall_time_s:.0f} s" if s.wall_time_s is not None else "—",
-          f"`{_command(s.command, 'atcrl ')}`" if s.command else "—"] for s in exp.steps]), "", "</details>", "")
+    evidence.verdicts(doc, exp.name, exp.steps)
+    doc.add("<details><summary>Step commands, wall times and provenance</summary>", "", md_table(
+        ["step", "status", "wall time (all attempts)", "attempts", "commit", "command"],
+        [[s.id, s.status, f"{s.wall_time_s:.0f} s" if s.wall_time_s is not None else "—", str(s.attempts or "—"),
+          _commit(s), f"`{_command(s.command, 'atcrl ')}`" if s.command else "—"] for s in exp.steps]), "",
+        "Commit: of the attempt that made the step's output (a resumed attempt keeps it); +dirty: uncommitted "
+        "changes were present. The full record (machine, every attempt, input hashes) is the experiment.json.", "",
+        "</details>", "")
 
 
-def _last_line(path: Path, limit: int = 300) -> str | None:
-    """The last non-empty line of a log (usually the error), shortened; None when unreadable."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return None
+def stale_inputs(steps: list[Step]) -> list[str]:
+    """Steps whose recorded input hash differs from the output hash its producing step recorded."""
+    made = {s.out: s for s in steps if s.output_hash is not None}
+    return [f"{s.id} read `{path}` at {seen.removeprefix('sha256:')[:12]}, but {made[path].id} now records "
+            f"{made[path].output_hash.removeprefix('sha256:')[:12]}"
+            for s in steps for path, seen in s.inputs.items()
+            if path in made and seen is not None and seen != made[path].output_hash]
+
+
+def _commit(step: Step) -> str:
+    if step.git_commit is None:
+        return "—"
+    return step.git_commit[:10] + ("+dirty" if step.git_dirty else "")
+
+
+def _last_line(step: Step, exp_dir: Path, limit: int = 300) -> str | None:
+    """The last non-empty line of a failed step's log (usually the error), shortened: from the record's log tail,
+    else from the log file; None when neither is there."""
+    text = step.log_tail
+    if text is None and step.log:
+        try:
+            text = (exp_dir / step.log).read_text(errors="replace")
+        except OSError:
+            return None
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return (lines[-1][:limit].replace("`", "'") + ("…" if len(lines[-1]) > limit else "")) if lines else None
 
 
@@ -279,10 +306,17 @@ def _last(run: Result | None) -> str:
     return "—"
 
 
-def header(doc: Doc, inputs: list[str], problems: list[str]) -> None:
-    doc.add("# atcrl report", "", f"Generated {datetime.now().isoformat(timespec='seconds')} from: "
-            + ", ".join(f"`{p}`" for p in inputs), "")
+def header(doc: Doc, inputs: list[Path], problems: list[str]) -> None:
+    doc.add("# atcrl report", "", "Built by `atcrl report` from (paths relative to this report): "
+            + ", ".join(f"`{doc.rel(p)}`" for p in inputs), "")
     doc.add("Env steps = agent steps × action repeat (the paper's x-axis). Means are over seeds; std is the sample "
-            f"std (n − 1). Paper anchors: {SOURCE}.", "")
+            f"std (n − 1). Published figures appear only at our runs' env-step budget, {SOURCE}.", "")
     if problems:
-        doc.add("## Problems reading the inputs", "", *(f"- {p}" for p in problems), "")
+        doc.add("## Problems reading the inputs", "", *(f"- {_relative(doc, p, inputs)}" for p in problems), "")
+
+
+def _relative(doc: Doc, problem: str, inputs: list[Path]) -> str:
+    """A problem message with the input paths it names relative to the report (as the header shows them)."""
+    for path in sorted(inputs, key=lambda p: -len(str(p))):
+        problem = problem.replace(str(path), doc.rel(path))
+    return problem

@@ -44,6 +44,15 @@ class Step:
     wall_time_s: float | None = None
     log: str | None = None
     """The step's log file, relative to the experiment directory (not part of the contract; used when present)."""
+    log_tail: str | None = None
+    """The end of the log of a failed or skipped step, as the record keeps it (a data folder has no logs)."""
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    """The git state of the attempt that made the step's output (experiment.json provenance)."""
+    attempts: int = 0
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    """Input path -> content hash when the step last started (experiment.json provenance)."""
+    output_hash: str | None = None
     result: Result | None = None
 
 
@@ -85,7 +94,13 @@ def _step(record: Any) -> Step:
                 env=record.get("env"), status=str(record.get("status") or "unknown"),
                 command=[str(a) for a in record.get("command") or []], out=str(record["out"]),
                 returncode=record.get("returncode"), wall_time_s=number(record.get("wall_time_s")),
-                log=record["log"] if isinstance(record.get("log"), str) else None)
+                log=record["log"] if isinstance(record.get("log"), str) else None,
+                log_tail=record["log_tail"] if isinstance(record.get("log_tail"), str) else None,
+                git_commit=record["git_commit"] if isinstance(record.get("git_commit"), str) else None,
+                git_dirty=record["git_dirty"] if isinstance(record.get("git_dirty"), bool) else None,
+                attempts=len(record["attempts"]) if isinstance(record.get("attempts"), list) else 0,
+                inputs=dict(record["inputs"]) if isinstance(record.get("inputs"), dict) else {},
+                output_hash=record["output_hash"] if isinstance(record.get("output_hash"), str) else None)
 
 
 READERS = {"train": read_train_run, "pretrain": read_pretrain_run, "probe": read_probe}

@@ -89,6 +89,25 @@ def bars(path: Path, series: Mapping[str, Mapping[str, Stat | None]], title: str
     return _save(fig, path)
 
 
+def profiles(path: Path, taus: np.ndarray, curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+             metric: str, title: str) -> Path:
+    """Performance profiles: per variant, the fraction of runs × tasks scoring above τ, with its 95% CI band."""
+    fig = Figure(figsize=(5.6, 3.8))
+    ax = fig.subplots()
+    colors = _colors(list(curves))
+    for variant, (fraction, lo, hi) in curves.items():
+        ax.plot(taus, fraction, color=colors[variant], label=variant)
+        ax.fill_between(taus, lo, hi, color=colors[variant], alpha=0.2, linewidth=0)
+    ax.set_xlabel(f"{metric} τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{title}\nshaded: 95% stratified bootstrap CI", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _width(series: Mapping[str, Mapping[str, object]]) -> int:
     return max(len(s) for s in series.values()) + 2
 

@@ -6,6 +6,7 @@ reader returns None or what it could read, never raising: one broken run must no
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -114,9 +115,37 @@ def read_config(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
     return config
 
 
+METRIC_CSVS = ("eval.csv", "train.csv", "pretrain.csv")
+"""A data folder's run keeps its metrics as these CSVs instead of metrics.jsonl (data.py writes them)."""
+
+
+def read_metric_csvs(paths: list[Path]) -> list[dict[str, Any]]:
+    """Rows of a data folder's metric CSVs as metrics records (empty cells left out), file after file."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rows.append({k: _parse(v) for k, v in row.items() if v})
+    return rows
+
+
+def _parse(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def has_metrics(run_dir: Path) -> bool:
+    return any((run_dir / name).is_file() for name in ("metrics.jsonl", *METRIC_CSVS))
+
+
 def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; unreadable lines are skipped and counted in ``problems``."""
+    """The records of a metrics.jsonl (or of a data folder's CSVs beside where it would be); unreadable
+    lines are skipped and counted in ``problems``."""
     if not path.is_file():
+        if csvs := [path.parent / name for name in METRIC_CSVS if (path.parent / name).is_file()]:
+            return read_metric_csvs(csvs)
         problems.append(f"{path}: missing (no metrics logged)")
         return []
     rows, bad = [], 0
@@ -209,7 +238,7 @@ def read_pretrain_run(path: Path, problems: list[str]) -> PretrainRun | None:
         return None
     exported = (path / "encoder.json").is_file()
     # The random-encoder baseline exports without training, so it has no metrics to miss.
-    rows = read_metrics(path / "metrics.jsonl", problems) if (path / "metrics.jsonl").exists() or not exported else []
+    rows = read_metrics(path / "metrics.jsonl", problems) if has_metrics(path) or not exported else []
     val_rows = [r for r in rows if any(k.startswith("val/") for k in r)]
     train_rows = [r for r in rows if "ul/loss" in r]
     last_val = val_rows[-1] if val_rows else {}

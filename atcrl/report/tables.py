@@ -1,10 +1,10 @@
-"""Markdown tables of the aggregated cells, with the paper's anchors beside our train results."""
+"""Markdown tables of the aggregated cells; published figures only in their own table, at our budget."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from atcrl.report.anchors import COLUMNS, anchors_for, format_anchor
+from atcrl.report.anchors import SOURCE, at_budget, format_anchor
 from atcrl.report.stats import TrainCell, ValueCell, fmt_range, fmt_stat, fmt_steps
 
 PRETRAIN_COLUMNS = ("val/accuracy", "val/loss", "ul/accuracy", "ul/loss")
@@ -28,23 +28,33 @@ def _hours(s: float | None) -> str:
 
 
 def train_table(cells: Sequence[TrainCell], final: str = "final eval return") -> str:
-    """env × variant: final return over seeds (``final`` names it), the env steps it was reached at, anchors,
-    speed."""
-    with_anchors = any(anchors_for(c.env) for c in cells)
-    headers = ["env", "variant", "seeds", f"{final} (mean ± std)", "at env steps (ours)"]
-    if with_anchors:
-        headers += [f"{m} {fmt_steps(n)}" for m, n in COLUMNS]
-    headers += ["agent steps/s overall", "steps/s last logged", "wall time / seed"]
+    """env × variant: final return over seeds (``final`` names it), the env steps it was reached at, speed."""
+    headers = ["env", "variant", "seeds", f"{final} (mean ± std)", "at env steps (ours)", "agent steps/s overall",
+               "steps/s last logged", "wall time / seed"]
     rows = []
     for c in cells:
         row = [c.env, c.variant, c.seeds_text, fmt_stat(c.final, 1, n=False), fmt_range(c.final_env_steps)]
-        if with_anchors:
-            anchors = anchors_for(c.env)
-            row += [format_anchor(anchors.get(col)) for col in COLUMNS]
         row += [fmt_stat(c.steps_per_s, 2, n=False), fmt_stat(c.last_rate, 2, n=False),
                 _hours(c.wall_time_s.mean) if c.wall_time_s else "—"]
         rows.append(row)
     return md_table(headers, rows)
+
+
+def budget(cells: Sequence[TrainCell], env: str) -> int | None:
+    """The env-step budget every run of ``env`` reached at its last evaluation, or None if they differ."""
+    steps = {n for c in cells if c.env == env for n in c.final_env_steps}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def quoted_table(cells: Sequence[TrainCell]) -> str | None:
+    """Published final returns at exactly our runs' env-step budget (None: none at that budget)."""
+    rows = [[a.method, env, fmt_steps(a.env_steps), format_anchor(a)]
+            for env in dict.fromkeys(c.env for c in cells) if (n := budget(cells, env)) is not None
+            for a in at_budget(env, n)]
+    if not rows:
+        return None
+    return (md_table(["quoted method", "env", "env steps", "final return (quoted, not our runs)"], rows)
+            + f"\n\nQuoted figures, {SOURCE}.")
 
 
 def _env_column(cells: Sequence[ValueCell]) -> bool:

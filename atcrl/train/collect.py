@@ -12,6 +12,7 @@ written. ``--episodes`` is therefore the number of episodes of that task the dat
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -182,8 +183,8 @@ def collect_episodes(
         if done >= n_episodes:
             print(f"{out} already holds {done} episodes of {info.spec}; nothing to record", file=sys.stderr)
             return out
-        bar = Progress(n_episodes, initial=done, desc=f"collect {info.spec} (episodes)",
-                       show=("return", "steps"), enabled=progress, interval=10.0)
+        bar = Progress(n_episodes, initial=done, desc=f"collect {info.spec}", show=("return", "steps"),
+                       enabled=progress, interval=10.0, unit="episode")
         with bar:
             for k in range(done, n_episodes):
                 reset_seed, rng = _episode_seeds(seed, k)
@@ -227,7 +228,7 @@ def run_collect(cfg: CollectConfig) -> int:
         spec = cfg.env
         if cfg.checkpoint is not None:
             trained = _load_trained(cfg.checkpoint)
-            spec = cfg.env or trained.info.loop["env"]
+            spec = cfg.env if cfg.env is not None else trained.info.loop["env"]
             env_kwargs = _trained_env(cfg, spec, trained)
             policy = _trained_policy(trained, cfg.explore)
             name = f"checkpoint:{cfg.checkpoint}" + (" (explore)" if cfg.explore else "")
@@ -239,8 +240,8 @@ def run_collect(cfg: CollectConfig) -> int:
     except (CollectError, DatasetError, ValueError, ImportError) as e:
         print(f"atcrl collect: error: {e}", file=sys.stderr)
         return 2
-    print(f"dataset {out} ({time.perf_counter() - start:.1f} s); inspect it with `atcrl dataset info {out}`",
-          file=sys.stderr)
+    print(f"dataset {out} ({time.perf_counter() - start:.1f} s); inspect it with "
+          f"`atcrl dataset info {shlex.quote(str(out))}`", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from atcrl.checkpoint import CheckpointError
+from atcrl.output_guard import check_outputs
 from atcrl.train.algorithms import Actor, algorithm_of
 from atcrl.train.rl_checkpoint import TrainRunError, load_trained
 
@@ -37,6 +38,8 @@ class EvaluateConfig:
     """Episodes to run."""
     video: str | None = None
     """Write the first episode as a video here (.gif, or .mp4 with imageio's ffmpeg plugin)."""
+    force: bool = False
+    """Replace an existing --video file (a dataset's or a run's own files are never replaced)."""
     checkpoint: str | None = None
     """A checkpoint file of the run to evaluate instead of its latest."""
     seed: int = 12345
@@ -112,6 +115,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     from atcrl.envs import env_meta, make_env
 
     try:
+        if cfg.video is not None:
+            check_outputs([Path(cfg.video)], force=cfg.force, flag="--video")
         trained = load_trained(cfg.checkpoint or cfg.run, cfg.device)
         info = trained.info
         env = make_env(info.loop["env"], seed=cfg.seed, **info.env_kwargs())

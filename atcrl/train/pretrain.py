@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from atcrl.checkpoint import (
     save_rotating,
     set_rng_state,
 )
-from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
+from atcrl.data.dataset import DatasetError, EpisodeDataset, open_datasets
 from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
@@ -58,6 +59,7 @@ from atcrl.presets import pretrain_preset
 from atcrl.process import configure_process
 from atcrl.progress import Progress
 from atcrl.resumable import RESUMABLE, resumable_fields
+from atcrl.runlock import hold_dir_lock
 from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
@@ -67,6 +69,8 @@ from atcrl.ul.registry import default_config, make_objective
 
 KIND = "pretrain"
 CKPT_DIR = "checkpoints"
+MIN_VALID_PAIRS = 0.5
+"""Below this fraction of valid pairs in a trial batch, pretrain warns that delta_t is too long for the data."""
 _VAL_TAG = 0x7A1  # keeps validation seeds apart from the per-update training seeds
 
 
@@ -135,6 +139,8 @@ class PretrainConfig:
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
     tensorboard: bool = field(default=True, metadata=RESUMABLE)
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
+    skip_corrupt: bool = field(default=False, metadata=RESUMABLE)
+    """Leave out episode files that are damaged or hold NaN/Inf (each is named on stderr) instead of stopping."""
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -209,7 +215,7 @@ class Data:
 
 def load_data(cfg: PretrainConfig) -> Data:
     """Open every dataset, split each task's episodes into train/val, and fill one replay per task."""
-    datasets = [open_dataset(p) for p in cfg.data]
+    datasets = open_datasets(cfg.data, skip_corrupt=cfg.skip_corrupt, command="pretrain")
     first = datasets[0]
     for ds in datasets[1:]:
         a, b = _layout(first), _layout(ds)
@@ -307,6 +313,8 @@ def run_pretrain(cfg: PretrainConfig, *, raise_errors: bool = False) -> int:
 def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     settings = resolve_settings(cfg)
     out = prepare_run_dir(cfg.out, resume=cfg.resume, create=False)  # every rank checks; rank 0 creates
+    if cfg.resume and dist.is_main:  # one writer per run directory (a fresh one is locked when created)
+        hold_dir_lock(out, what="run directory")
     configure_process(cfg.fast)  # threads and allocator, before the replay and the model allocate
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     data = load_data(cfg)
@@ -348,7 +356,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     total = settings.optim.total_updates
     stop = min(total, cfg.stop_after) if cfg.stop_after else total
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        hold_dir_lock(out, what="run directory", fresh=not cfg.resume)
         _write_run_info(out, cfg, settings, data, dist, describe(cfg.fast, device))
     dist.barrier()
     forward = wrap_for_ddp(objective, dist, device)
@@ -390,11 +398,13 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         bar.close()
         logger.close()
     if interrupted:
-        print(f"stopped at update {done} of {total} (Ctrl-C); continue with --resume --out {out}", file=sys.stderr)
+        print(f"stopped at update {done} of {total} (Ctrl-C); continue with the same command plus --resume "
+              f"--out {shlex.quote(str(out))}", file=sys.stderr)
         return 130
     if stop < total:
         if dist.is_main:
-            print(f"stopped after {stop} of {total} updates; continue with --resume --out {out}", file=sys.stderr)
+            print(f"stopped after {stop} of {total} updates; continue with the same command plus --resume "
+                  f"--out {shlex.quote(str(out))}", file=sys.stderr)
         return 0
     if dist.is_main:
         path = export_encoder(
@@ -422,7 +432,7 @@ def _export_untrained(cfg: PretrainConfig, settings: Settings, data: Data, objec
                       dist: Dist) -> int:
     """An objective with nothing to train (the random baseline): write the run info, export the initial weights."""
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        hold_dir_lock(out, what="run directory", fresh=not cfg.resume)
         _write_run_info(out, cfg, settings, data, dist)
         path = export_encoder(objective.encoder, out, objective=cfg.objective, data=list(cfg.data),
                               extra={"updates": 0, "preset": cfg.preset, "seed": cfg.seed, "tasks": data.tasks,
@@ -436,9 +446,13 @@ def _check_sampling(cfg: PretrainConfig, data: Data, need: SamplingNeed, local_b
     """Draw one training and one validation batch now, so bad sizes fail before the run dir is written."""
     rng = np.random.default_rng(0)
     try:
-        sample(data.train, need, local_batch, rng)
+        batch = sample(data.train, need, local_batch, rng)
     except ValueError as e:
         raise PretrainError(f"{_names(cfg)}: {e}") from e
+    if need.kind == "pairs" and (valid := float(batch.valid.float().mean())) < MIN_VALID_PAIRS:
+        print(f"warning: only {valid:.0%} of the sampled pairs are valid: delta_t={need.delta_t} reaches past the "
+              "end of most episodes, so most pairs teach nothing. Use a smaller delta_t or longer episodes",
+              file=sys.stderr)
     if data.val is not None:
         try:
             sample(data.val, need, local_batch, rng)

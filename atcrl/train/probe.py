@@ -107,11 +107,16 @@ def kernel_ridge_predict(
 
 
 def r2_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per column; a constant column scores 1 if predicted exactly, else 0."""
+    """Coefficient of determination per column; a constant column scores 1 if predicted exactly, else 0.
+
+    A column with a NaN/Inf target or prediction scores NaN: it is never turned into a number.
+    """
     ss_res = ((y_true - y_pred) ** 2).sum(0)
     ss_tot = ((y_true - y_true.mean(0)) ** 2).sum(0)
     safe = np.where(ss_tot > 1e-12, ss_tot, 1.0)
-    return np.where(ss_tot > 1e-12, 1.0 - ss_res / safe, (ss_res < 1e-12).astype(float))
+    scores = np.where(ss_tot > 1e-12, 1.0 - ss_res / safe, (ss_res < 1e-12).astype(float))
+    finite = np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0)
+    return np.where(finite, scores, np.nan)
 
 
 Moments = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]

@@ -22,10 +22,11 @@ import torch
 
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import CheckpointError
-from atcrl.data.dataset import DatasetError, EpisodeDataset, open_dataset
+from atcrl.data.dataset import DatasetError, EpisodeDataset, open_datasets
 from atcrl.device import resolve_device
 from atcrl.encoder_io import encoder_info, load_encoder
 from atcrl.nets.encoders import ConvEncoder, EncoderName
+from atcrl.output_guard import OutputError, check_outputs
 from atcrl.progress import Progress
 from atcrl.train.probe import DEFAULT_ALPHAS, ProbeResult, encode_episodes, linear_probe, split_episodes
 from atcrl.ul.random_encoder import seeded_init
@@ -63,7 +64,11 @@ class ProbeConfig:
     device: str = "cpu"
     """"cpu", "cuda", "cuda:N" or "auto"."""
     out: str | None = None
-    """Also write the results as JSON to this file."""
+    """Also write the results as JSON to this file (checked before the probe runs)."""
+    force: bool = False
+    """Replace an existing --out file (a dataset's or a run's own files are never replaced)."""
+    skip_corrupt: bool = False
+    """Leave out episode files that are damaged or hold NaN/Inf (each is named on stderr) instead of stopping."""
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -89,9 +94,11 @@ class TaskProbe:
 # --------------------------------------------------------------------------- inputs
 
 
-def open_probe_data(paths: tuple[str, ...]) -> tuple[list[EpisodeDataset], tuple[int, int, int]]:
+def open_probe_data(
+    paths: tuple[str, ...], *, skip_corrupt: bool = False
+) -> tuple[list[EpisodeDataset], tuple[int, int, int]]:
     """Open the datasets, check they have physics and one observation layout; return it (k*C, H, W)."""
-    datasets = [open_dataset(p) for p in paths]
+    datasets = open_datasets(paths, skip_corrupt=skip_corrupt, command="probe")
     shapes = {}
     for ds in datasets:
         if ds.meta.physics_dim is None:
@@ -182,14 +189,16 @@ def probe_task(
 def run_probe(cfg: ProbeConfig) -> int:
     """``atcrl probe``: 0 on success, 2 on bad input (the message says what)."""
     try:
-        datasets, obs_shape = open_probe_data(cfg.data)
+        if cfg.out is not None:
+            check_outputs([Path(cfg.out)], force=cfg.force)
+        datasets, obs_shape = open_probe_data(cfg.data, skip_corrupt=cfg.skip_corrupt)
         encoder, described = build_encoder(cfg, obs_shape)
         try:
             device = resolve_device(cfg.device)
         except ValueError as e:
             raise ProbeError(str(e)) from e
         probes = [probe_task(encoder, task, items, cfg, device) for task, items in tasks_of(datasets).items()]
-    except (ProbeError, DatasetError) as e:
+    except (ProbeError, DatasetError, OutputError) as e:
         print(f"atcrl probe: error: {e}", file=sys.stderr)
         return 2
     print(report(described, probes))

@@ -164,7 +164,7 @@ def resolve(cfg: Any) -> Plan:
     presets = train_presets()
     name = cfg.preset
     preset = rl_preset(name, presets) if name else None
-    env = cfg.env or (preset.env if preset else DEFAULT_ENV)
+    env = cfg.env if cfg.env is not None else (preset.env if preset else DEFAULT_ENV)  # "" is refused by make_env
     sizes = [f.image_size for a in ALGORITHMS.values() if (f := _flags(cfg, a)) is not None and f.image_size]
     meta = _probe(env, sizes[0] if sizes else 84)
     if preset is None:

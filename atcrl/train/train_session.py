@@ -31,6 +31,7 @@ from atcrl.fastpath import describe
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.progress import Progress
+from atcrl.runlock import hold_dir_lock
 from atcrl.train import rl_checkpoint as ckpts
 from atcrl.train.algorithms import Algorithm
 from atcrl.train.evaluate import actor, play, write_video
@@ -280,6 +281,7 @@ def start_session(cfg: Any, plan: Plan, run_dir: Path, resumed: Resumed | None =
     """Build the run (restored from its latest checkpoint when ``resumed``) and its session."""
     saved_session = None
     if resumed is not None:
+        hold_dir_lock(run_dir, what="run directory")
         info = ckpts.read_run_info(run_dir)
         ckpt = ckpts.load(run_dir, info)
         # The checkpoint holds every weight, so the run is rebuilt around a blank conv of the saved shape.
@@ -295,7 +297,7 @@ def start_session(cfg: Any, plan: Plan, run_dir: Path, resumed: Resumed | None =
     else:
         run = build(plan)
         info = describe_run(cfg, plan, run)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        hold_dir_lock(run_dir, what="run directory", fresh=True)
         ckpts.write_run_info(run_dir, info)
     return Session(cfg, plan, run_dir, run, info, saved_session)
 
