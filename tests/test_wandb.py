@@ -55,3 +55,17 @@ def test_a_resumed_logger_continues_the_same_wandb_run(tmp_path):
     assert (run / WANDB_ID).read_text() == first
     runs = [r.name for r in _run_files(run)]
     assert len(runs) == 2 and all(f"-{first}" in name for name in runs), runs  # two sessions of one W&B run
+
+
+def test_train_with_wandb_logs_the_run_offline(tmp_path):
+    from atcrl.cli import main as atcrl
+
+    out = tmp_path / "run"
+    assert atcrl(["train", "--env", "tiny:point", "--steps", "60", "--sac.image-size", "32", "--sac.frame-stack", "1",
+                  "--sac.warmup-steps", "40", "--sac.batch-size", "16", "--sac.agent.hidden", "16", "16",
+                  "--sac.log-every", "20", "--eval-every", "0", "--eval-episodes", "1", "--no-tensorboard",
+                  "--wandb", "--wandb-project", "atcrl-test", "--out", str(out)]) == 0
+    (offline_run,) = _run_files(out)
+    data = next(offline_run.glob("run-*.wandb")).read_bytes()
+    for needle in (b"rl/critic_loss", b"eval/return_mean", b"tiny:point", b"warmup_steps"):
+        assert needle in data, needle

@@ -139,6 +139,11 @@ class PretrainConfig:
     `--fast.bf16 False --fast.no-channels-last --fast.no-tune-allocator` is the plain fp32 eager path."""
     tensorboard: bool = field(default=True, metadata=RESUMABLE)
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
+    wandb: bool = field(default=False, metadata=RESUMABLE)
+    """Also log to Weights & Biases (the wandb extra): the same metrics, the config and eval videos. A resumed
+    run continues the same W&B run; WANDB_MODE=offline keeps it in RUN/wandb for a later `wandb sync`."""
+    wandb_project: str = field(default="atcrl", metadata=RESUMABLE)
+    """The Weights & Biases project of --wandb."""
     skip_corrupt: bool = field(default=False, metadata=RESUMABLE)
     """Leave out episode files that are damaged or hold NaN/Inf (each is named on stderr) instead of stopping."""
 
@@ -362,7 +367,8 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     forward = wrap_for_ddp(objective, dist, device)
 
     logger = MetricsLogger(out, tensorboard=cfg.tensorboard, enabled=dist.is_main,
-                           resume_from_step=start if cfg.resume else None)
+                           resume_from_step=start if cfg.resume else None,
+                           wandb_project=cfg.wandb_project if cfg.wandb else None, config=plain_config(cfg))
     bar = Progress(total, initial=start, desc=f"pretrain {cfg.objective}", show=("ul/loss", "ul/accuracy"),
                    enabled=dist.is_main)
     window = _Window()

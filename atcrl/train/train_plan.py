@@ -88,6 +88,11 @@ class TrainSettings:
     --keep-checkpoints 1."""
     tensorboard: bool = field(default=True, metadata=RESUMABLE)
     """Also write TensorBoard event files (metrics.jsonl/csv are always written)."""
+    wandb: bool = field(default=False, metadata=RESUMABLE)
+    """Also log to Weights & Biases (the wandb extra): the same metrics, the config and eval videos. A resumed
+    run continues the same W&B run; WANDB_MODE=offline keeps it in RUN/wandb for a later `wandb sync`."""
+    wandb_project: str = field(default="atcrl", metadata=RESUMABLE)
+    """The Weights & Biases project of --wandb."""
     stop_after: int | None = field(default=None, metadata=SESSION_ONLY)
     """End this session (with a checkpoint) once this many agent steps are done; --resume continues it."""
 

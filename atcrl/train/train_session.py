@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from atcrl.atomic import atomic_write
-from atcrl.checkpoint import latest_checkpoint, rng_state, set_rng_state
+from atcrl.checkpoint import latest_checkpoint, plain_config, rng_state, set_rng_state
 from atcrl.fastpath import describe
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder
@@ -94,7 +94,6 @@ def build(plan: Plan, encoder: ConvEncoder | None = None) -> Any:
 
 def describe_run(cfg: Any, plan: Plan, run: Any) -> RunInfo:
     """The RunInfo (config.json) of a freshly built run."""
-    from atcrl.checkpoint import plain_config
     from atcrl.envs import env_meta
 
     meta = env_meta(run.env)
@@ -130,7 +129,9 @@ class Session:
         self.start, self.start_step, self.last_ckpt = time.monotonic(), run.step, run.step
         self.total = self.algo.total_steps(plan.loop)
         self.logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard,
-                                    resume_from_step=run.step if cfg.resume else None)
+                                    resume_from_step=run.step if cfg.resume else None,
+                                    wandb_project=cfg.wandb_project if cfg.wandb else None,
+                                    config={"train": plain_config(cfg), "loop": plain_config(plan.loop)})
         self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
                             unit="step")
         self._envs: dict[str, EpisodeCap] = {}
@@ -192,6 +193,7 @@ class Session:
         path = write_video(frames, self.run_dir / "videos" / f"step_{step:08d}.{self.cfg.video_format}")
         self.video_at = step
         self.logger.log(step, {"eval/video_return": returns[0]})
+        self.logger.log_video(step, path)
         print(f"video at step {step} (return {returns[0]:.1f}): {path}", file=sys.stderr)
 
     # ------------------------------------------------------------------ checkpoints
