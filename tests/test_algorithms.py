@@ -115,6 +115,9 @@ class Toy:
     def total_steps(self, loop: ToyConfig) -> int:
         return loop.steps
 
+    def warmup_steps(self, loop: ToyConfig) -> int:
+        return 0
+
     def build_run(self, loop: ToyConfig, *, encoder: ConvEncoder | None = None) -> ToyRun:
         from atcrl.envs import make_env
 

@@ -113,3 +113,41 @@ def test_progress_rate_names_what_is_counted():
     with Progress(2, stream=tty_out, tty=True, unit="frame") as bar:
         bar.update(2)
     assert "frame" in tty_out.getvalue() and "upd" not in tty_out.getvalue()
+
+
+def test_eta_waits_for_the_update_phase_and_then_uses_its_own_rate(monkeypatch):
+    """The reproduction: 16 steps/s in the warm-up, 4.8 after it; the ETA must follow the second rate."""
+    import io
+
+    from atcrl import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = progress.Progress(12_500, warmup=1000, stream=io.StringIO(), tty=False, unit="step")
+    for _ in range(999):
+        clock[0] += 1 / 16
+        bar.update(1)
+    assert bar.eta() == "after warm-up" and "ETA after warm-up" in bar.line()
+    clock[0] += 1 / 16
+    bar.update(1)  # step 1000: the update phase starts here
+    for _ in range(480):
+        clock[0] += 1 / 4.8
+        bar.update(1)
+    remaining_s = (12_500 - 1480) / 4.8  # 38 min, where the warm-up's rate alone would say 11.5 min
+    seconds = 0
+    for part in bar.eta().split(":"):  # [H:]MM:SS
+        seconds = 60 * seconds + int(part)
+    assert abs(seconds - remaining_s) < 2, bar.eta()
+
+
+def test_eta_without_a_warm_up_is_the_plain_rate(monkeypatch):
+    import io
+
+    from atcrl import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = progress.Progress(100, initial=50, warmup=10, stream=io.StringIO(), tty=False)  # resumed past it
+    clock[0] += 10
+    bar.update(10)
+    assert bar.eta() == "00:40"

@@ -88,6 +88,9 @@ class Algorithm(Protocol):
     def total_steps(self, loop: Any) -> int:
         """Agent steps the run takes in all."""
 
+    def warmup_steps(self, loop: Any) -> int:
+        """Agent steps at the start that act without updating (far cheaper than the rest: the ETA leaves them out)."""
+
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         """A fresh run (envs, agent, replays) with ``step``, ``cfg``, ``agent``, ``env``, ``process`` and
         ``state_dict`` / ``load_state_dict``."""
@@ -162,6 +165,9 @@ class SAC(_Registered):
     def total_steps(self, loop: Any) -> int:
         return loop.steps
 
+    def warmup_steps(self, loop: Any) -> int:
+        return loop.warmup_steps
+
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         return sac_loop.build_run(loop, encoder=encoder)
 
@@ -234,6 +240,10 @@ class PPO(_Registered):
 
     def total_steps(self, loop: Any) -> int:
         return loop.iterations * loop.batch_steps
+
+    def warmup_steps(self, loop: Any) -> int:
+        # With UL the agent acts at random, updating nothing, until UL (or RL) starts.
+        return min(loop.ul_start_steps, loop.rl_start_steps) if loop.ul != "none" else 0
 
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
         return ppo_loop.build_run(loop, encoder=encoder)

@@ -133,6 +133,7 @@ class Session:
                                     wandb_project=cfg.wandb_project if cfg.wandb else None,
                                     config={"train": plain_config(cfg), "loop": plain_config(plan.loop)})
         self.bar = Progress(self.total, initial=run.step, desc=f"train {plan.preset} {plan.loop.env}", show=SHOW,
+                            warmup=self.algo.warmup_steps(plan.loop),
                             unit="step")
         self._envs: dict[str, EpisodeCap] = {}
         self.ctrl_c = StopOnCtrlC("stopping with a checkpoint after the current step")
