@@ -122,10 +122,8 @@ def test_state_dict_round_trip_continues_identically():
 
 def test_state_is_the_host_replay_checkpoint_layout():
     """A replay checkpointed on the device resumes on the host and back (same keys, dtypes and contents)."""
-    from atcrl.train.rl_checkpoint import load_replay_state, replay_state
-
     host, dev = _fill(37, 3, 8)
-    saved_dev, saved_host = dev.state_dict(), replay_state(host)
+    saved_dev, saved_host = dev.state_dict(), host.state_dict()
     assert saved_dev.keys() == saved_host.keys()
     for k, v in saved_host.items():
         if torch.is_tensor(v):
@@ -133,7 +131,7 @@ def test_state_is_the_host_replay_checkpoint_layout():
         else:
             assert saved_dev[k] == v, k
     fresh_host = Replay(37, FRAME, frame_stack=3, action_shape=(3,))
-    load_replay_state(fresh_host, saved_dev)
+    fresh_host.load_state_dict(saved_dev)
     assert fresh_host.num_transitions == host.num_transitions
     fresh_dev = DeviceReplay(37, FRAME, frame_stack=3, action_shape=(3,))
     fresh_dev.load_state_dict(saved_host)

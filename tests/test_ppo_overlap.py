@@ -21,7 +21,6 @@ from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
 from atcrl.rl.rollout import Rollout
 from atcrl.train.ppo_loop import HeldWrites, PPOLoopConfig, _seeded, build_run, collect, iterate, train
-from atcrl.train.rl_checkpoint import replay_state
 
 
 def overlapped(**kw) -> PPOLoopConfig:
@@ -169,7 +168,7 @@ def test_held_replay_writes_equal_direct_ones_even_when_the_env_reuses_its_buffe
         h.apply_to(replay)
         assert not h.writes
     for a, b in zip(direct.ul.replays, held_run.ul.replays):
-        assert len(a) > cfg.horizon and same_tree(replay_state(a), replay_state(b))
+        assert len(a) > cfg.horizon and same_tree(a.state_dict(), b.state_dict())
 
 
 def test_a_nan_ul_loss_in_the_worker_thread_stops_train_with_floating_point_error():
@@ -218,7 +217,7 @@ def test_overlap_off_is_the_default_and_trains_bit_identically_to_the_serial_sch
     for run in (default, off):
         assert same_tree(run.state_dict(), reference.state_dict())
         for a, b in zip(run.ul.replays, reference.ul.replays):
-            assert same_tree(replay_state(a), replay_state(b))
+            assert same_tree(a.state_dict(), b.state_dict())
     assert not same_tree(on.state_dict(), reference.state_dict())  # the lag changes what UL sees
     again = build_run(on.cfg)
     train(again)

@@ -33,8 +33,6 @@ from atcrl.checkpoint import (
     plain_config,
     save_rotating,
 )
-from atcrl.data.device_replay import DeviceReplay
-from atcrl.data.replay import Replay
 from atcrl.jsonfile import read_json
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.resumable import resumable_fields
@@ -124,39 +122,7 @@ def run_info_from_dict(data: Any, where: str | Path) -> RunInfo:
         raise TrainRunError(f"{where} is not a train run description this atcrl can read: {e}") from e
 
 
-# --------------------------------------------------------------------------- replay and env RNG state
-
-
-def replay_state(replay: Replay | DeviceReplay) -> dict[str, Any]:
-    """The stored slots of a replay and its cursor (the slots beyond are still zero); a device replay's
-    state has the same layout, so either kind resumes into either."""
-    if isinstance(replay, DeviceReplay):
-        return replay.state_dict()
-    n = len(replay)
-    arrays = {"frames": replay.frames, "actions": replay.actions, "rewards": replay.rewards,
-              "step": replay._step, "last": replay._last, "terminal": replay._terminal}
-    if replay.physics is not None:
-        arrays["physics"] = replay.physics
-    state: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(a[:n])) for k, a in arrays.items()}
-    state.update(written=replay._written, open=replay._open, capacity=replay.capacity)
-    return state
-
-
-def load_replay_state(replay: Replay | DeviceReplay, state: dict[str, Any]) -> None:
-    """Refill ``replay`` (same capacity and shapes) from ``replay_state`` output."""
-    if int(state["capacity"]) != replay.capacity:
-        raise TrainRunError(f"the saved replay holds {state['capacity']} slots, this run's {replay.capacity}")
-    if isinstance(replay, DeviceReplay):
-        replay.load_state_dict(state)
-        return
-    tables = {"frames": replay.frames, "actions": replay.actions, "rewards": replay.rewards,
-              "step": replay._step, "last": replay._last, "terminal": replay._terminal, "physics": replay.physics}
-    for name, table in tables.items():
-        if name in state and table is not None:
-            values = state[name].numpy()
-            table[: len(values)] = values
-    replay._written, replay._open = int(state["written"]), bool(state["open"])
-    replay._index = None
+# --------------------------------------------------------------------------- env RNG state
 
 
 def env_rng_state(env: Any) -> dict[str, Any]:

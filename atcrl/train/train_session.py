@@ -208,7 +208,7 @@ class Session:
         if envs := self.algo.envs(run):
             state["envs"] = {name: ckpts.env_rng_state(env) for name, env in envs.items()}
         if self.cfg.checkpoint_replay and (replays := self.algo.replays(run)):
-            state["replay"] = [ckpts.replay_state(r) for r in replays]
+            state["replay"] = [r.state_dict() for r in replays]  # host and device replays share one layout
         path = ckpts.save(self.run_dir, run.step, state, self.info, self.cfg.keep_checkpoints)
         self.last_ckpt = run.step
         return path
@@ -258,7 +258,10 @@ def restore(run: Any, state: dict[str, Any], algo: Algorithm) -> None:
         replays = algo.replays(run)
         saved = state["replay"] if isinstance(state["replay"], list) else [state["replay"]]
         for replay, replay_state in zip(replays, saved, strict=True):
-            ckpts.load_replay_state(replay, replay_state)
+            try:
+                replay.load_state_dict(replay_state)
+            except ValueError as e:  # another capacity than the run's
+                raise ckpts.TrainRunError(str(e)) from e
     set_rng_state(state["rng"])
 
 
