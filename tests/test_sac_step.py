@@ -228,3 +228,39 @@ def test_graph_replays_make_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert np.isfinite(list(run.step_fn.read().values())).all()
+
+
+# --- which UL batch online SAC trains on ----------------------------------------------------------------------
+
+
+def test_atc_reuses_the_critic_batch_only_where_it_is_its_own_batch():
+    assert _filled().reuses_rl_batch  # the reference setting: Δt 1, batch = SAC batch, the same shift
+    other_shift = _filled(dataclasses.replace(DECOUPLED, ul_args=("shift_prob=0.5",)))
+    assert other_shift.objective.cfg.shift_prob == 0.5 and not other_shift.reuses_rl_batch
+    no_shift = _filled(dataclasses.replace(DECOUPLED, ul_args=("augment=false",)))
+    assert not no_shift.reuses_rl_batch
+    other_step = _filled(dataclasses.replace(DECOUPLED, ul_args=("delta_t=2",)))
+    assert not other_step.reuses_rl_batch
+    other_step.step_fn()  # samples its own pairs from the replay instead
+    assert other_step.ul.updates == 1
+    with pytest.raises(ValueError, match="has no setting 'shift_probability'"):
+        build_run(dataclasses.replace(DECOUPLED, ul_args=("shift_probability=0.5",)))
+
+
+def test_online_ul_clips_with_the_objectives_own_clip_as_offline():
+    from atcrl.train.online_ul import OnlineUL, build_objective
+    from atcrl.ul.optim import ULOptimConfig, objective_grad_clip
+    from atcrl.ul.registry import atc_family, default_config
+
+    run = _filled()
+    cpc = build_objective("cpc", run.agent.encoder, device="cpu", action_dim=2)
+    online = OnlineUL(cpc, [run.replay], ULOptimConfig(grad_clip=10.0, warmup_updates=0), None, "cpu")
+    assert online.grad_clip == default_config("cpc").grad_clip == 1000.0
+    assert objective_grad_clip(default_config("cpc"), 10.0) == 1000.0  # what pretraining clips CPC at
+    assert run.ul.grad_clip == run.cfg.ul_grad_clip == 10.0  # ATC has no clip of its own
+    assert [atc_family(n) for n in ("atc", "ac", "ats", "cpc", "vae")] == [True, True, True, False, False]
+
+
+def test_a_sequence_objective_is_refused_with_the_replay_on_the_device():
+    with pytest.raises(ValueError, match="needs sequences: set device_replay False"):
+        build_run(dataclasses.replace(DECOUPLED, ul="cpc"))

@@ -20,11 +20,20 @@ import numpy as np
 import torch
 
 from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.ul.base import Objective
-from atcrl.ul.optim import ULOptimConfig, backward_step, check_loss, lr_factor, make_ul_optimizer, ul_step
+from atcrl.ul.optim import (
+    ULOptimConfig,
+    backward_step,
+    check_loss,
+    lr_factor,
+    make_ul_optimizer,
+    objective_grad_clip,
+    ul_step,
+)
 
 __all__ = ["OnlineUL", "build_objective"]
 
@@ -53,7 +62,7 @@ def check_objective(objective: Objective, encoder: ConvEncoder) -> Objective:
 class OnlineUL:
     """An objective, its optimizer and schedule, the replays it samples from, and its update count."""
 
-    def __init__(self, objective: Objective, replays: Sequence[Replay], optim: ULOptimConfig,
+    def __init__(self, objective: Objective, replays: Sequence[Replay | DeviceReplay], optim: ULOptimConfig,
                  fast: FastPathConfig | None, device: torch.device | str):
         """replays: where batches come from, an equal share (+-1) from each (one for SAC, one per env for PPO).
         fast: the fast path the losses run on (None: as they are)."""
@@ -62,7 +71,8 @@ class OnlineUL:
         self.objective = objective
         self.replays = list(replays)
         self.optim = optim
-        self.grad_clip = optim.grad_clip
+        self.grad_clip = objective_grad_clip(getattr(objective, "cfg", None), optim.grad_clip)
+        """The objective's own clip where it has one (CPC: 1000), else ``optim.grad_clip``, as offline."""
         self.fast = fast
         self.device = torch.device(device)
         self.optimizer, self.scheduler = make_ul_optimizer(objective, optim, fast=fast)
@@ -72,7 +82,7 @@ class OnlineUL:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator) -> PairBatch | SequenceBatch:
-        """The objective's batch (on the CPU), an equal share (+-1) from every replay.
+        """The objective's batch (on the CPU; from replays on the device, there), an equal share (+-1) from every replay.
 
         Pair batches after the first are gathered straight into one reused buffer (pinned on CUDA),
         each replay's share into its slice: nothing to allocate or concatenate per update. The
@@ -81,6 +91,13 @@ class OnlineUL:
         need = self.objective.sampling
         E = len(self.replays)
         shares = [need.batch_size // E + (i < need.batch_size % E) for i in range(E)]
+        if isinstance(self.replays[0], DeviceReplay):  # drawn on the device (torch's generator): no staging buffer
+            if need.kind != "pairs":
+                raise ValueError(f"a replay on the device samples pairs, and {type(self.objective).__name__} needs "
+                                 "sequences: keep the replay on the host (device_replay False)")
+            parts = [r.sample_pairs(n, delta_t=need.delta_t) for r, n in zip(self.replays, shares) if n]
+            return parts[0] if len(parts) == 1 else PairBatch(**{
+                f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(PairBatch)})
         if need.kind == "pairs" and self._out is not None:
             start = 0
             for replay, n in zip(self.replays, shares):

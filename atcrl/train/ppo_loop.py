@@ -50,6 +50,7 @@ from atcrl.rl.rollout import Rollout
 from atcrl.train.online_ul import OnlineUL, build_objective
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 from atcrl.ul.optim import ULOptimConfig
+from atcrl.ul.registry import atc_family
 
 MetricsHook = Callable[[int, dict[str, float]], None]
 
@@ -326,7 +327,7 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
     agent = PPOAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
     ul = None
     if cfg.ul != "none":
-        objective = build_objective(cfg.ul, agent.net.encoder, cfg.atc if cfg.ul in ("atc", "ac", "ats") else None,
+        objective = build_objective(cfg.ul, agent.net.encoder, cfg.atc if atc_family(cfg.ul) else None,
                                     device=device, action_dim=net.n_actions, discrete_actions=True)
         capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
         frame_shape = (meta.frame_channels, *obs_shape[1:])

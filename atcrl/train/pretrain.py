@@ -64,8 +64,14 @@ from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
 from atcrl.ul.base import Objective, SamplingNeed
-from atcrl.ul.optim import ULOptimConfig, apply_ul_loss, make_ul_optimizer, trainable_parameters
-from atcrl.ul.registry import default_config, make_objective
+from atcrl.ul.optim import (
+    ULOptimConfig,
+    apply_ul_loss,
+    make_ul_optimizer,
+    objective_grad_clip,
+    trainable_parameters,
+)
+from atcrl.ul.registry import atc_family, default_config, make_objective
 
 KIND = "pretrain"
 CKPT_DIR = "checkpoints"
@@ -177,7 +183,7 @@ def resolve_settings(cfg: PretrainConfig) -> Settings:
         obj_cfg = default_config(cfg.objective)
     except (ValueError, ImportError) as e:
         raise PretrainError(f"objective {cfg.objective!r} is not available: {e}") from e
-    if preset is not None and cfg.objective in ("atc", "ac", "ats"):
+    if preset is not None and atc_family(cfg.objective):
         obj_cfg = preset.atc  # make_objective turns an ATCConfig into the ac/ats variant
     if cfg.objective == "random" and obj_cfg.seed is None:
         obj_cfg = dataclasses.replace(obj_cfg, seed=cfg.seed)  # weights depend on the seed alone
@@ -373,8 +379,7 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
                    enabled=dist.is_main)
     window = _Window()
     val_metrics: dict[str, float] = {}
-    # Objectives that carry their own clip (CPC: 1000) override the optimizer setting.
-    grad_clip = getattr(settings.objective, "grad_clip", settings.optim.grad_clip)
+    grad_clip = objective_grad_clip(settings.objective, settings.optim.grad_clip)
     # Under DDP each rank would see Ctrl-C at a different update and wait for the others: there it aborts.
     ctrl_c = StopOnCtrlC("stopping with a checkpoint after this update", enabled=dist.world_size == 1)
     interrupted = False

@@ -37,6 +37,7 @@ from atcrl.process import configure_process
 from atcrl.resumable import RESUMABLE
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import LatentDType, SACAgent, SACConfig
+from atcrl.train.config_args import parse_overrides
 from atcrl.train.online_ul import OnlineUL, build_objective, check_objective
 from atcrl.train.sac_step import SACStep
 from atcrl.ul.base import Objective
@@ -107,6 +108,10 @@ class SACLoopConfig:
     feature times 2 maps to 255 (larger values saturate; error within half a step below that)."""
     ul: str = "atc"
     """UL objective training the conv in decoupled mode (see atcrl.ul.registry)."""
+    ul_args: tuple[str, ...] = ()
+    """Other settings of the UL objective's config as NAME=VALUE, as `atcrl pretrain --objective-args` takes them,
+    e.g. `--sac.ul-args shift_prob=0.5 target_tau=0.05`. An objective whose batch is then no longer the critic's
+    shifted minibatch (another shift, Δt, or batch) samples its own from the replay."""
     ul_batch_size: int = 0
     """UL batch; 0 = batch_size, which lets ATC reuse the critic's shifted (obs, next_obs) minibatch."""
     ul_lr: float = 1e-3
@@ -196,10 +201,14 @@ class SACRun:
 
     @property
     def reuses_rl_batch(self) -> bool:
-        """Whether the UL objective trains on the critic's shifted (obs, next_obs) minibatch."""
+        """Whether the UL objective trains on the critic's shifted (obs, next_obs) minibatch, as the reference's
+        online SAC + ATC does: only where that minibatch is exactly the objective's own batch (pairs at Δt 1 =
+        1-step transitions, the same batch size, the same random shift on both sides) and the objective can
+        score the critic's conv features (``SamplingNeed.scores_features``); else it samples its own."""
         need = None if self.objective is None else self.objective.sampling
+        sac_shift = (self.cfg.sac.shift_pad, 1.0) if self.cfg.sac.shift_pad else (0, 0.0)
         return (need is not None and need.kind == "pairs" and need.delta_t == 1 == self.cfg.n_step
-                and need.batch_size == self.cfg.batch_size and hasattr(self.objective, "loss_from_features"))
+                and need.batch_size == self.cfg.batch_size and need.scores_features and need.shift == sac_shift)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -312,6 +321,9 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
                                         action_dim=agent.action_dim)
         ul_cfg = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, cfg.steps - cfg.warmup_steps),
                                schedule=cfg.ul_lr_schedule, grad_clip=cfg.ul_grad_clip)
+        if on_device and objective.sampling.kind != "pairs":
+            raise ValueError(f"the replay on the device samples pairs and transitions; {cfg.ul!r} needs sequences: "
+                             "set device_replay False")
         ul = OnlineUL(objective, [replay], ul_cfg, cfg.fast, device)
     # After both exist, so every conv is covered: the agent's (shared) conv and its target, the UL target.
     prepare_module(agent, cfg.fast)
@@ -322,13 +334,14 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
 
 
 def _default_ul_config(cfg: SACLoopConfig) -> Any:
-    """The registry's default config of ``cfg.ul``, with its batch size set to the UL batch."""
+    """The registry's default config of ``cfg.ul`` with its batch size set to the UL batch, then ``cfg.ul_args``."""
     from atcrl.ul.registry import default_config
 
     ul_cfg = default_config(cfg.ul)
     if dataclasses.is_dataclass(ul_cfg) and any(f.name == "batch_size" for f in dataclasses.fields(ul_cfg)):
         ul_cfg = dataclasses.replace(ul_cfg, batch_size=cfg.ul_batch_size or cfg.batch_size)
-    return ul_cfg
+    overrides = parse_overrides(ul_cfg, cfg.ul_args, what=f"UL objective {cfg.ul!r}")
+    return dataclasses.replace(ul_cfg, **overrides) if overrides else ul_cfg
 
 
 def _policy_input(run: SACRun, obs: np.ndarray) -> tuple[torch.Tensor, Any]:

@@ -115,7 +115,9 @@ class ATC(nn.Module):
             nn.init.kaiming_uniform_(self.W, a=math.sqrt(5))
         self.target_encoder = frozen_copy(encoder)
         self.target_compressor = frozen_copy(self.compressor)
-        self.sampling = SamplingNeed(kind="pairs", batch_size=cfg.batch_size, delta_t=cfg.delta_t)
+        shift = (cfg.shift_pad, cfg.shift_prob) if cfg.augment and cfg.shift_pad and cfg.shift_prob else (0, 0.0)
+        self.sampling = SamplingNeed(kind="pairs", batch_size=cfg.batch_size, delta_t=cfg.delta_t,
+                                     scores_features=True, shift=shift)
 
     def _augment(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.cfg.augment:

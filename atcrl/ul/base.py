@@ -34,6 +34,13 @@ class SamplingNeed:
     """Offset of the positive for "pairs" (0 = the same observation)."""
     length: int = 0
     """Window length T for "sequences"."""
+    scores_features: bool = False
+    """The objective can score anchor features a caller already computed: ``loss_terms(features, positive,
+    valid)``, metrics as device tensors. An RL loop whose minibatch is this objective's own batch may then
+    share its conv forward pass (online SAC + ATC: the critic's shifted obs / next obs)."""
+    shift: tuple[int, float] = (0, 0.0)
+    """The random shift (pad, probability) the objective applies to anchor and positive alike; (0, 0.0) =
+    none. A loop reuses its own shifted minibatch only when its shift is exactly this one."""
 
 
 @runtime_checkable

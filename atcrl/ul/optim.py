@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,6 +50,12 @@ class ULOptimConfig:
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("grad_clip and weight_decay must be >= 0")
+
+
+def objective_grad_clip(objective_cfg: Any, default: float) -> float:
+    """An objective's own gradient clip where its config has one (CPC: 1000), else ``default``: offline and
+    online UL clip the same objective the same way."""
+    return float(getattr(objective_cfg, "grad_clip", default))
 
 
 def lr_factor(update: int, cfg: ULOptimConfig) -> float:

@@ -38,6 +38,13 @@ def _resolve(name: str) -> tuple[type, Callable[[Any], Any] | None]:
     return getattr(module, class_name), (getattr(module, variant) if variant else None)
 
 
+def atc_family(name: str) -> bool:
+    """Whether objective ``name`` is ATC or one of its variants (configured by an ``ATCConfig``)."""
+    if name not in _OBJECTIVES:
+        raise ValueError(f"unknown UL objective {name!r}; choose one of {', '.join(OBJECTIVE_NAMES)}")
+    return _OBJECTIVES[name][:2] == _OBJECTIVES["atc"][:2]
+
+
 def default_config(name: str) -> Any:
     """The config an objective is built with when none is given (a frozen dataclass, or None)."""
     cls, variant = _resolve(name)
