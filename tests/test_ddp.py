@@ -101,6 +101,7 @@ def worker(out: Path, data: str) -> None:
                          ckpt_every=3, val_fraction=0.34, val_batches=1, tensorboard=False)
     code = run_pretrain(cfg)
     (out / f"rank{dist.rank}.code").write_text(str(code))
+    dist.barrier()  # both ranks tear the group down together
     dist.close()
 
 
