@@ -119,7 +119,7 @@ def test_ctrl_c_stops_after_the_current_step_with_a_checkpoint(tmp_path, capsys,
 
     monkeypatch.setattr(sac_loop, "build_run", build_with_ctrl_c)
     run = tmp_path / "run"
-    assert atcrl(["train", *SAC, "--steps", "400", "--ckpt-every", "1000", "--out", str(run)]) == 0
+    assert atcrl(["train", *SAC, "--steps", "400", "--ckpt-every", "1000", "--out", str(run)]) == 130
     assert steps_of(run) == [at]
     assert f"stopped at step {at} (Ctrl-C)" in capsys.readouterr().err
 

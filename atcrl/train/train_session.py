@@ -312,11 +312,13 @@ def train_session(session: Session) -> int:
     """Train to the end (or --stop-after), then write and print the summary; returns the exit code."""
     run, run_dir = session.run, session.run_dir
     resume = shlex.join(["atcrl", "train", "--resume", str(run_dir)])
+    interrupted = False
     try:
         with session.ctrl_c:
             session.algo.train(run, session)
     except StopRequested:
-        why = "Ctrl-C" if session.ctrl_c.requested else "--stop-after"
+        interrupted = session.ctrl_c.requested
+        why = "Ctrl-C" if interrupted else "--stop-after"
         print(f"stopped at step {run.step} ({why}); continue with `{resume}`", file=sys.stderr)
     except FloatingPointError as e:
         raise Diverged(divergence_message(e, session)) from e
@@ -329,7 +331,7 @@ def train_session(session: Session) -> int:
     summary = session.summary()
     atomic_write(run_dir / "summary.json", lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
     print_summary(summary, run_dir)
-    return 0
+    return 130 if interrupted else 0  # a clean Ctrl-C stop exits 130, as every command's does
 
 
 def divergence_message(error: Exception, session: Session) -> str:
