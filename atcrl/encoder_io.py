@@ -16,7 +16,7 @@ from typing import Any
 from atcrl.atomic import atomic_write
 from atcrl.checkpoint import CheckpointError, plain_value
 from atcrl.jsonfile import read_json
-from atcrl.nets.encoders import ConvEncoder
+from atcrl.nets.encoders import ConvEncoder, check_input
 from atcrl.version import __version__
 
 __all__ = ["ENCODER_FORMAT_VERSION", "encoder_info", "encoder_paths", "export_encoder", "load_encoder"]
@@ -127,4 +127,18 @@ def load_encoder(
         encoder.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{weights_path} does not fit the {info['arch']} encoder: {e}") from e
+    return encoder
+
+
+def load_or_make_encoder(encoder: ConvEncoder | None, path: str, arch: str, obs_shape: tuple[int, ...], *,
+                         frozen: bool) -> ConvEncoder:
+    """The conv an RL run starts from: ``encoder`` if given, else the one exported at ``path``, else a fresh
+    ``arch`` conv (refused when ``frozen``: a frozen run needs trained weights); checked against ``obs_shape``."""
+    if encoder is None and path:
+        encoder = load_encoder(path, expect_in_shape=obs_shape)
+    if encoder is None:
+        if frozen:
+            raise ValueError("frozen mode needs a pretrained encoder: set encoder_path to an exported encoder")
+        encoder = ConvEncoder(arch, obs_shape)  # type: ignore[arg-type]
+    check_input(encoder, obs_shape)
     return encoder

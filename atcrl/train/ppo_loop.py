@@ -40,8 +40,9 @@ import torch
 
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
+from atcrl.encoder_io import load_or_make_encoder
 from atcrl.fastpath import FastPathConfig, prepare_module
-from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.nets.encoders import ConvEncoder
 from atcrl.process import configure_process
 from atcrl.resumable import RESUMABLE
 from atcrl.rl.modes import EncoderMode
@@ -314,15 +315,8 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
     if not meta.discrete:
         raise ValueError(f"PPO here needs discrete actions, but {cfg.env} has continuous ones; train it with SAC")
     obs_shape = tuple(env.single_observation_space.shape)
-    if encoder is None and cfg.encoder_path:
-        from atcrl.encoder_io import load_encoder
-
-        encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
-    if encoder is None:
-        if cfg.mode is EncoderMode.frozen:
-            raise ValueError("frozen mode needs a pretrained encoder: set encoder_path to an exported encoder")
-        encoder = ConvEncoder(cfg.encoder, obs_shape)  # type: ignore[arg-type]
-    check_input(encoder, obs_shape)
+    encoder = load_or_make_encoder(encoder, cfg.encoder_path, cfg.encoder, obs_shape,
+                                   frozen=cfg.mode is EncoderMode.frozen)
     net = ActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden)
     agent = PPOAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
     ul = None

@@ -29,10 +29,11 @@ import torch
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
 from atcrl.device import Staging, resolve_device
+from atcrl.encoder_io import load_or_make_encoder
 from atcrl.envs.meta import EnvMeta
 from atcrl.envs.threaded import ThreadedEnv
 from atcrl.fastpath import FastPathConfig, prepare_module
-from atcrl.nets.encoders import ConvEncoder, check_input
+from atcrl.nets.encoders import ConvEncoder
 from atcrl.process import configure_process
 from atcrl.resumable import RESUMABLE
 from atcrl.rl.modes import EncoderMode
@@ -288,15 +289,8 @@ def _build_around(cfg: SACLoopConfig, env: Any, eval_env: Any, meta: EnvMeta, pr
     """build_run once the envs exist."""
     device = resolve_device(cfg.device)
     obs_shape = tuple(env.observation_space.shape)
-    if encoder is None and cfg.encoder_path:
-        from atcrl.encoder_io import load_encoder
-
-        encoder = load_encoder(cfg.encoder_path, expect_in_shape=obs_shape)
-    if encoder is None:
-        if cfg.mode is EncoderMode.frozen:
-            raise ValueError("frozen mode needs a pretrained encoder: set encoder_path to an exported encoder")
-        encoder = ConvEncoder(cfg.encoder, obs_shape)  # type: ignore[arg-type]
-    check_input(encoder, obs_shape)
+    encoder = load_or_make_encoder(encoder, cfg.encoder_path, cfg.encoder, obs_shape,
+                                   frozen=cfg.mode is EncoderMode.frozen)
     latent = cfg.mode is EncoderMode.frozen and cfg.latent_replay
     action_shape = tuple(env.action_space.shape)
     agent = SACAgent(encoder, int(np.prod(action_shape)), cfg.mode, cfg.sac, latent_obs=latent,
