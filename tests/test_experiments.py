@@ -92,10 +92,16 @@ def test_every_command_parses_with_its_real_config(name):
 def test_full_scale_uses_the_paper_run_lengths():
     exp = plans.build("online", "full", 1)
     steps = {s.env: int(flag(s.command, "--steps")) for s in exp.steps if s.group == "online-dmc"}
-    assert steps["dmc:cartpole-swingup"] == 47_500 and steps["dmc:cheetah-run"] == 260_000
-    assert steps["dmc:finger-spin"] == 260_000  # 500k env steps at action repeat 2, plus the warm-up
+    # The reference's five online DMC tasks at its lengths (agent steps after the 1e4 warm-up), and nothing else.
+    assert steps == {"dmc:cartpole-swingup": 47_500, "dmc:ball_in_cup-catch": 85_000, "dmc:cheetah-run": 260_000,
+                     "dmc:walker-walk": 260_000, "dmc:hopper-hop": 260_000}
+    beyond = {s.env: int(flag(s.command, "--steps")) for s in exp.steps if s.group == "online-dmc-beyond-paper"}
+    assert beyond == {"dmc:finger-spin": 260_000, "dmc:reacher-easy": 135_000}  # 500k env steps + the warm-up
     ppo = [s for s in exp.steps if s.group == "online-atari"]
     assert ppo and all(flag(s.command, "--steps") == "25000000" for s in ppo)
+    presets = {(s.env, flag(s.command, "--preset")) for s in ppo}
+    assert {p for _, p in presets} == {"atari-ppo", "atari-ppo-atc", "atari-ppo-rl-atc", "atari-ppo-atc-init"}
+    assert len(presets) == 4 * 4  # every variant on every game
     pre = [s for s in plans.build("ul-benchmark", "full", 1).steps if s.kind == "pretrain"]
     assert {s.variant for s in pre if s.group == "atari-pretrain"} >= {"pixel-control", "atc", "cpc"}
     assert "pixel-control" not in {s.variant for s in pre if s.group == "pretrain"}  # DMC: continuous actions

@@ -18,12 +18,21 @@ QUESTION = ("Online, a conv trained only by ATC (decoupled: no RL gradient reach
             "end-to-end RL in most environments (DMControl with SAC, Atari with PPO).")
 
 DMC_TASKS = ("dmc:cartpole-swingup", "dmc:ball_in_cup-catch", "dmc:cheetah-run", "dmc:walker-walk",
-             "dmc:finger-spin", "dmc:reacher-easy")
+             "dmc:hopper-hop")
+"""The reference's online DMC tasks, each at its reference run length."""
+BEYOND_PAPER_TASKS = ("dmc:finger-spin", "dmc:reacher-easy")
+"""Beyond the paper (group online-dmc-beyond-paper): tasks with CURL/DrQ anchors but no reference run length;
+they run 500k env steps."""
 GAMES = ("atari:Breakout", "atari:Pong", "atari:SpaceInvaders", "atari:Qbert")
 DEFAULT_SEEDS: dict[Scale, int] = {"full": 3, "cpu-small": 2, "tiny": 1}
 """Two seeds fit cpu-small's hour here (the runs are short); the other experiments default to one."""
 SAC_VARIANTS = (("decoupled-atc", "dmc-atc"), ("end-to-end", "dmc-rad"))
 PPO_VARIANTS = (("decoupled-atc", "atari-ppo-atc"), ("end-to-end", "atari-ppo"))
+"""The two variants the reduced scales run: "ATC only" and "RL only"."""
+PPO_PAPER_VARIANTS = (*PPO_VARIANTS, ("rl-atc", "atari-ppo-rl-atc"), ("atc-init", "atari-ppo-atc-init"))
+"""All four of the reference's Atari variants (full scale): ATC only, RL only, RL + ATC, ATC-init."""
+ATC_PRESETS_PPO = frozenset({"atari-ppo-atc", "atari-ppo-rl-atc", "atari-ppo-atc-init"})
+"""The variants that run online ATC, and so take the scale's UL/RL start steps."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +42,17 @@ class Budget:
     games: tuple[str, ...]
     ppo: PPORun
     ppo_atc_flags: tuple[str, ...] = ()
-    """Flags only the ATC variant takes (its UL/RL start steps)."""
+    """Flags only the ATC variants take (their UL/RL start steps)."""
+    ppo_variants: tuple[tuple[str, str], ...] = PPO_VARIANTS
+    beyond_paper: tuple[str, ...] = ()
+    """DMC tasks run beside the reference's, in their own group (see BEYOND_PAPER_TASKS)."""
 
 
 _TINY_PPO = ("--ppo.num-envs", "2", "--ppo.horizon", "16", "--ppo.image-size", "32", "--ppo.encoder", "dmc",
              "--ppo.agent.hidden", "32", "--no-tensorboard")
 BUDGETS: dict[Scale, Budget] = {
-    "full": Budget(DMC_TASKS, scales.RL["full"], GAMES, PPORun(25_000_000, eval_episodes=10)),
+    "full": Budget(DMC_TASKS, scales.RL["full"], GAMES, PPORun(25_000_000, eval_episodes=10),
+                   ppo_variants=PPO_PAPER_VARIANTS, beyond_paper=BEYOND_PAPER_TASKS),
     "cpu-small": Budget(("dmc:cartpole-swingup",), scales.RL["cpu-small"], ("atari:Breakout",),
                         PPORun(200_704, eval_episodes=0, extra=("--ckpt-every", "50000", "--keep-checkpoints", "1")),
                         ("--ppo.ul-start-steps", "2048", "--ppo.rl-start-steps", "6144")),
@@ -48,8 +61,9 @@ BUDGETS: dict[Scale, Budget] = {
 }
 
 NOTES: dict[Scale, str] = {
-    "full": "The paper's settings. finger-spin and reacher-easy have no reference length in the paper; they run "
-            "500k env steps (the CURL/DrQ anchor column). PPO runs evaluate 10 greedy episodes at the end; "
+    "full": "The paper's settings: the five DMC tasks at their reference lengths, all four Atari variants. Beyond "
+            "the paper, in their own group: finger-spin and reacher-easy, which have CURL/DrQ anchors but no "
+            "reference length, at 500k env steps. PPO runs evaluate 10 greedy episodes at the end; "
             "their learning curves are the training episodes' raw scores (rl/episode_return), as in the paper.",
     "cpu-small": "Reduced to fit about an hour on a 2-core CPU (--jobs 2). DMC: only cartpole-swingup (the fastest "
                  "to learn, action repeat 8), 4000 agent steps (32k env steps) with a 1000-step warm-up, batch 128 "
@@ -71,14 +85,16 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
     budget = BUDGETS[scale]
     steps: list[Step] = []
     for seed in seeds:
-        for env in budget.tasks:
-            for variant, preset in SAC_VARIANTS:
-                steps.append(commands.train_sac(f"{variant}-{commands.task_of(env)}-s{seed}", group="online-dmc",
-                                                variant=variant, seed=seed, env=env, preset=preset, run=budget.sac))
+        for group, tasks in (("online-dmc", budget.tasks), ("online-dmc-beyond-paper", budget.beyond_paper)):
+            for env in tasks:
+                for variant, preset in SAC_VARIANTS:
+                    steps.append(commands.train_sac(f"{variant}-{commands.task_of(env)}-s{seed}", group=group,
+                                                    variant=variant, seed=seed, env=env, preset=preset,
+                                                    run=budget.sac))
         for env in budget.games:
-            for variant, preset in PPO_VARIANTS:
+            for variant, preset in budget.ppo_variants:
                 run = budget.ppo
-                if preset == "atari-ppo-atc":
+                if preset in ATC_PRESETS_PPO:
                     run = PPORun(run.steps, run.eval_episodes, run.extra + budget.ppo_atc_flags)
                 steps.append(commands.train_ppo(f"{variant}-{commands.task_of(env)}-s{seed}", group="online-atari",
                                                 variant=variant, seed=seed, env=env, preset=preset, run=run))
