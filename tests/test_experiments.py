@@ -281,3 +281,16 @@ def test_device_is_passed_to_the_steps_that_compute_and_not_recorded_in_the_plan
 def test_ray_options_need_the_ray_executor(capsys):
     assert run_experiment(ExperimentConfig("online", scale="tiny", gpus_per_step=0.5)) == 2
     assert "apply to --executor ray only" in capsys.readouterr().err
+
+
+def test_ul_benchmark_runs_the_vae_at_the_references_three_deltas_at_full_scale():
+    full = plans.build("ul-benchmark", "full", 1)
+    vae = {s.variant: flag(s.command, "--delta-t") if "--delta-t" in s.command else None
+           for s in full.steps if s.kind == "pretrain" and s.group == "pretrain" and s.variant.startswith("vae")}
+    assert vae == {"vae": None, "vae-dt1": "1", "vae-dt3": "3"}  # Δ = 0 is the VAE's default
+    frozen = {s.variant for s in full.steps if s.group == "frozen-rl"}
+    assert {"vae", "vae-dt1", "vae-dt3"} <= frozen
+    atari = {s.variant for s in full.steps if s.group == "atari-pretrain"}
+    assert {"vae", "vae-dt1", "vae-dt3"} <= atari
+    small = [s.variant for s in plans.build("ul-benchmark", "cpu-small", 1).steps if s.kind == "pretrain"]
+    assert "vae" in small and not any(v.startswith("vae-dt") for v in small)

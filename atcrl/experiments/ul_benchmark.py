@@ -24,6 +24,21 @@ DMC_OBJECTIVES = ("atc", "random", "ac", "ats", "cpc", "stdim", "vae", "inverse"
 ATARI_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "pixel-control", "inverse", "random")
 OBJECTIVES: dict[Scale, tuple[str, ...]] = {"full": DMC_OBJECTIVES, "cpu-small": DMC_OBJECTIVES,
                                             "tiny": ("atc",)}
+VAE_DELTAS: dict[Scale, tuple[int, ...]] = {"full": (0, 1, 3), "cpu-small": (0,), "tiny": (0,)}
+"""The VAE's Δ (reconstruct o_{t+Δ} from o_t, given the actions between when Δ > 0): the reference's three at
+full scale, Δ = 0 alone at the reduced ones. Δ = 0 keeps the variant name "vae"; the others are "vae-dt<Δ>"."""
+
+
+def variants(objectives: tuple[str, ...], scale: Scale) -> list[tuple[str, str, int | None]]:
+    """(variant name, objective, Δt to pass or None) for each encoder the benchmark pretrains."""
+    out: list[tuple[str, str, int | None]] = []
+    for objective in objectives:
+        if objective == "vae":
+            # Δ = 0 is the VAE's default: its command stays as it always was.
+            out += [("vae", "vae", None) if d == 0 else (f"vae-dt{d}", "vae", d) for d in VAE_DELTAS[scale]]
+        else:
+            out.append((objective, objective, None))
+    return out
 
 ATARI_GAME = "atari:Breakout"
 ATARI_EXPERT = PPORun(10_000_000, eval_episodes=10)
@@ -67,16 +82,16 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
     # run only the first hour) has the whole probe table, and the longer RL runs fill in after.
     pretrain, probe, frozen = [], [], []
     for seed in seeds:
-        for objective in OBJECTIVES[scale]:
-            pre = f"pretrain-{objective}-s{seed}"
-            pretrain.append(commands.pretrain(pre, group="pretrain", variant=objective, seed=seed, env=env,
-                                              data=(source.data,), objective=objective, size=size,
+        for name, objective, delta_t in variants(OBJECTIVES[scale], scale):
+            pre = f"pretrain-{name}-s{seed}"
+            pretrain.append(commands.pretrain(pre, group="pretrain", variant=name, seed=seed, env=env,
+                                              data=(source.data,), objective=objective, size=size, delta_t=delta_t,
                                               depends=source.data_deps))
-            probe.append(commands.probe(f"probe-{objective}-s{seed}", group="probe", variant=objective, seed=seed,
+            probe.append(commands.probe(f"probe-{name}-s{seed}", group="probe", variant=name, seed=seed,
                                         env=env, encoder=pre, data=(source.probe_data,), frames=source.probe_frames,
                                         depends=(pre, *source.probe_deps)))
-            frozen.append(commands.train_sac(f"frozen-{objective}-{task}-s{seed}", group="frozen-rl",
-                                             variant=objective, seed=seed, env=env, preset="dmc-frozen", run=rl,
+            frozen.append(commands.train_sac(f"frozen-{name}-{task}-s{seed}", group="frozen-rl",
+                                             variant=name, seed=seed, env=env, preset="dmc-frozen", run=rl,
                                              encoder=pre, depends=(pre,)))
     steps += pretrain + probe + frozen
     if scale == "full":
@@ -96,12 +111,13 @@ def atari_steps(seeds: tuple[int, ...], size: Pretrain) -> list[Step]:
                               depends=(expert,))]
     atari = Pretrain(size.updates, size.batch_fraction, "atari", size.eval_every, size.extra)
     for seed in seeds:
-        for objective in ATARI_OBJECTIVES:
-            pre = f"atari-pretrain-{objective}-s{seed}"
-            steps.append(commands.pretrain(pre, group="atari-pretrain", variant=objective, seed=seed, env=ATARI_GAME,
-                                           data=(data,), objective=objective, size=atari, depends=(data,)))
-            steps.append(commands.train_ppo(f"atari-frozen-{objective}-{game}-s{seed}", group="atari-frozen-rl",
-                                            variant=objective, seed=seed, env=ATARI_GAME, preset="atari-ppo-frozen",
+        for name, objective, delta_t in variants(ATARI_OBJECTIVES, "full"):
+            pre = f"atari-pretrain-{name}-s{seed}"
+            steps.append(commands.pretrain(pre, group="atari-pretrain", variant=name, seed=seed, env=ATARI_GAME,
+                                           data=(data,), objective=objective, size=atari, delta_t=delta_t,
+                                           depends=(data,)))
+            steps.append(commands.train_ppo(f"atari-frozen-{name}-{game}-s{seed}", group="atari-frozen-rl",
+                                            variant=name, seed=seed, env=ATARI_GAME, preset="atari-ppo-frozen",
                                             run=ATARI_FROZEN, encoder=pre, depends=(pre,)))
         steps.append(commands.train_ppo(f"atari-end-to-end-{game}-s{seed}", group="atari-frozen-rl",
                                         variant="end-to-end", seed=seed, env=ATARI_GAME, preset="atari-ppo",
