@@ -130,7 +130,8 @@ class SACStep:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self._warm = 0
-        self._out: TransitionBatch | None = None
+        self._out: TransitionBatch | None = None  # host replay on CUDA: the pinned buffer batches are gathered into
+        self._copied: torch.cuda.Event | None = None  # and the event that marks the last copy out of it done
 
     # ------------------------------------------------------------------ one update
     def __call__(self) -> None:
@@ -167,10 +168,17 @@ class SACStep:
         run, cfg = self.run, self.run.cfg
         if isinstance(run.replay, DeviceReplay):
             return run.replay.sample_transitions(cfg.batch_size, n_step=cfg.n_step, gamma=cfg.discount)
+        if self._copied is not None:  # the last batch's copy out of the pinned buffer must be done before a refill
+            self._copied.synchronize()
         batch = run.replay.sample_transitions(cfg.batch_size, run.rng, n_step=cfg.n_step, gamma=cfg.discount,
                                               out=self._out)
-        if self._out is None and self.device.type == "cuda":  # later batches land in pinned memory
+        if self.device.type != "cuda":
+            return batch
+        if self._out is None:  # later batches land in pinned memory
             self._out = TransitionBatch(**{name: t.pin_memory() for name, t in vars(batch).items()})
+        batch = batch.to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
         return batch
 
     def _captured(self, phase: int, actor: bool, targets: bool) -> None:
