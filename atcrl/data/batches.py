@@ -7,6 +7,7 @@ All tensors live on one device. Observations are frame-stacked uint8 images
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 
@@ -78,3 +79,14 @@ class SequenceBatch(_TensorBatch):
     @property
     def batch_size(self) -> int:
         return int(self.obs.shape[1])
+
+
+Batch = TypeVar("Batch", TransitionBatch, PairBatch, SequenceBatch)
+
+
+def concat(parts: list[Batch]) -> Batch:
+    """Batches of one kind joined along their batch axis: 0, or 1 for time-major sequences [T, B, ...]
+    (whose per-sequence task ids [B] join along 0)."""
+    cls = type(parts[0])
+    dims = {f.name: (1 if cls is SequenceBatch and f.name != "task" else 0) for f in fields(cls)}
+    return cls(**{name: torch.cat([getattr(p, name) for p in parts], dim=d) for name, d in dims.items()})

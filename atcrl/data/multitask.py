@@ -7,13 +7,13 @@ on the right to the largest shape so the batch stays one tensor. ``task`` says w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch
+from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch, concat
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.episode import Episode
 from atcrl.data.replay import Replay
@@ -99,17 +99,9 @@ class MultiTaskReplay:
             except ValueError as err:
                 raise ValueError(f"task {name!r}: {err}") from err
             part.task.fill_(i)
-            parts.append(part)
-        cls = type(parts[0])
-        merged = {}
-        for f in fields(cls):
-            tensors = [getattr(p, f.name) for p in parts]
-            # Sequences are time-major: their batch axis is 1 (except the per-row task index).
-            dim = 1 if cls is SequenceBatch and f.name != "task" else 0
-            if f.name in ("action", "actions"):
-                tensors = [self._pad_actions(t) for t in tensors]
-            merged[f.name] = torch.cat(tensors, dim=dim)
-        return cls(**merged)
+            action = "action" if hasattr(part, "action") else "actions"
+            parts.append(replace(part, **{action: self._pad_actions(getattr(part, action))}))
+        return concat(parts)
 
     def _pad_actions(self, actions: torch.Tensor) -> torch.Tensor:
         missing = [

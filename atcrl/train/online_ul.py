@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atcrl.data.batches import PairBatch, SequenceBatch
+from atcrl.data.batches import PairBatch, SequenceBatch, concat
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.replay import Replay
 from atcrl.fastpath import FastPathConfig
@@ -96,8 +96,7 @@ class OnlineUL:
                 raise ValueError(f"a replay on the device samples pairs, and {type(self.objective).__name__} needs "
                                  "sequences: keep the replay on the host (device_replay False)")
             parts = [r.sample_pairs(n, delta_t=need.delta_t) for r, n in zip(self.replays, shares) if n]
-            return parts[0] if len(parts) == 1 else PairBatch(**{
-                f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(PairBatch)})
+            return parts[0] if len(parts) == 1 else concat(parts)
         if need.kind == "pairs" and self._out is not None:
             start = 0
             for replay, n in zip(self.replays, shares):
@@ -117,11 +116,8 @@ class OnlineUL:
                 parts.append(replay.sample_sequences(n, rng, length=need.length))
         if len(parts) == 1 and need.kind != "pairs":
             return parts[0]
-        cls = type(parts[0])
-        # Sequences are time-major [T, B, ...] except their per-sequence task ids [B].
-        dim = {f.name: (1 if cls is SequenceBatch and f.name != "task" else 0) for f in dataclasses.fields(cls)}
-        batch = cls(**{name: torch.cat([getattr(p, name) for p in parts], dim=d) for name, d in dim.items()})
-        if cls is PairBatch:
+        batch = concat(parts)
+        if isinstance(batch, PairBatch):
             # Refilling it next time is safe: each UL step reads its batch completely (and syncs) before returning.
             pin = self.device.type == "cuda"
             batch = PairBatch(**{f.name: getattr(batch, f.name).pin_memory() if pin else getattr(batch, f.name)
