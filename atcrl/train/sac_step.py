@@ -81,11 +81,15 @@ class DeviceMeter:
         self.host[name] = self.host.get(name, 0.0) + value
         self.count([name])
 
-    def read(self) -> dict[str, float]:
-        """Interval means of every metric added since the last read; FloatingPointError if one is NaN/inf."""
+    def _totals(self) -> dict[str, float]:
+        """Every metric's sum since the last read, device and host ones (one sync)."""
         sums = dict(zip(self.slot, self.sums[: len(self.slot)].tolist()))
         sums.update(self.host)
-        means = {name: sums[name] / n for name, n in self.counts.items() if n}
+        return {name: sums[name] for name, n in self.counts.items() if n}
+
+    def read(self) -> dict[str, float]:
+        """Interval means of every metric added since the last read; FloatingPointError if one is NaN/inf."""
+        means = {name: total / self.counts[name] for name, total in self._totals().items()}
         self.sums.zero_()
         self.counts.clear()
         self.host.clear()
@@ -94,8 +98,7 @@ class DeviceMeter:
 
     def check_finite(self) -> None:
         """FloatingPointError if a metric summed so far is NaN/inf (one sync; the sums are kept)."""
-        sums = dict(zip(self.slot, self.sums[: len(self.slot)].tolist()))
-        _raise_if_nonfinite({k: v for k, v in sums.items() if self.counts.get(k)})
+        _raise_if_nonfinite(self._totals())
 
 
 def _raise_if_nonfinite(values: dict[str, float]) -> None:
