@@ -85,7 +85,7 @@ class Progress:
         """The remaining time at the rate of the phase the run is in: "after warm-up" while warming up."""
         remaining = max(self.total - self.count, 0)
         if remaining == 0:
-            return "0:00"
+            return tqdm.format_interval(0)
         if self._phase_time is None:
             return "after warm-up"
         elapsed = time.monotonic() - self._phase_time
