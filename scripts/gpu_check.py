@@ -171,23 +171,23 @@ def agents(sizes: Sizes, work: Path, device: str, deadline: float) -> list[dict[
            str(sizes.warmup_steps), "--steps", str(sizes.warmup_steps + sizes.update_steps), "--sac.log-every",
            str(sizes.log_every), "--eval-every", "0", "--eval-episodes", "0"]
     graph = ["--sac.fast.cuda-graph", "True"]
-    configs: list[tuple[str, list[str]]] = [
-        ("decoupled SAC + ATC, graph", [*sac, *graph]),
-        ("decoupled SAC + ATC, eager", sac),
-        ("decoupled SAC + ATC, graph, env overlapped", [*sac, *graph, "--sac.overlap-env", "True"]),
-        ("RAD SAC (end-to-end), graph", ["--preset", "dmc-rad", *sac, *graph]),
-        ("frozen SAC (latent replay), graph", ["--preset", "dmc-frozen", "--encoder", str(encoder), *sac, *graph]),
+    ppo_tiny = ["--ppo.image-size", str(sizes.image_size), "--ppo.encoder", "dmc", "--ppo.num-envs", "4",
+                "--ppo.horizon", "16", "--ppo.atc.batch-size", "16", "--ppo.ul-replay-size", "256"]
+    # (row name, flags, whether it also runs with sizes.sharing runs at once; the comparison rows run alone)
+    configs: list[tuple[str, list[str], bool]] = [
+        ("decoupled SAC + ATC, graph", [*sac, *graph], True),
+        ("decoupled SAC + ATC, eager", sac, False),
+        ("decoupled SAC + ATC, graph, env overlapped", [*sac, *graph, "--sac.overlap-env", "True"], False),
+        ("RAD SAC (end-to-end), graph", ["--preset", "dmc-rad", *sac, *graph], True),
+        ("frozen SAC (latent replay), graph", ["--preset", "dmc-frozen", "--encoder", str(encoder), *sac, *graph], True),
         ("PPO + ATC", ["--preset", "atari-ppo-atc", "--env", sizes.atari, "--steps", str(sizes.ppo_steps),
                        "--ppo.ul-start-steps", "0", "--ppo.rl-start-steps", "0", "--eval-episodes", "0",
-                       *(["--ppo.image-size", str(sizes.image_size), "--ppo.encoder", "dmc", "--ppo.num-envs", "4",
-                          "--ppo.horizon", "16",
-                          "--ppo.atc.batch-size", "16", "--ppo.ul-replay-size", "256"] if sizes.atari.startswith("tiny")
-                         else [])]),
+                       *(ppo_tiny if sizes.atari.startswith("tiny") else [])], True),
     ]
     rows: list[dict[str, Any]] = []
     cores = os.cpu_count() or 1
-    for name, args in configs:
-        for n in sizes.sharing if "eager" not in name and "overlapped" not in name else (1,):
+    for name, args, shared in configs:
+        for n in sizes.sharing if shared else (1,):
             row: dict[str, Any] = {"agent": name, "runs": n}
             rows.append(row)
             if time.perf_counter() > deadline:
