@@ -122,8 +122,10 @@ def _start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:
     except ImportError as e:
         raise RuntimeError("--wandb needs the wandb package: pip install 'atcrl[wandb]'") from e
     id_file = run_dir / WANDB_ID
-    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-    if not id_file.exists():
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(4)
         atomic_write(id_file, lambda f: f.write(run_id.encode()))
     return wandb.init(project=project, dir=str(run_dir), name=run_dir.name, id=run_id, resume="allow",
                       config=config)
