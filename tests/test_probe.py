@@ -13,7 +13,9 @@ from atcrl.envs import make_env
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.train.collect import collect_episodes, random_policy
 from atcrl.train.probe import (
+    bootstrap_r2,
     encode_episodes,
+    episode_resample_counts,
     fit_ridge,
     kernel_ridge_predict,
     linear_probe,
@@ -23,6 +25,7 @@ from atcrl.train.probe import (
     split_episodes,
 )
 from atcrl.train.probe_cli import subsample
+from atcrl.train.probe_targets import HINGE, SLIDE, Joint, joint_targets, targets_of
 
 
 def test_ridge_recovers_linear_map_and_r2_is_near_one():
@@ -212,3 +215,101 @@ def test_cli_errors_name_the_problem(point, tmp_path, capsys):
     catch = record(tmp_path / "catch", "tiny:catch", episodes=2)
     fails("--encoder", "random", "--data", point, catch, needles=["different observation shapes"])
     fails("--encoder", "random", "--data", tmp_path / "nowhere", needles=["no dataset at"])
+
+
+# --------------------------------------------------------------------------- hinge targets, intervals, baseline
+
+
+def wrapped_angle_case(n_episodes=40, frames=50, seed=0):
+    """Features that are a linear image of (sin, cos) of an angle that winds past ±π; rows episode by episode."""
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(-np.pi, np.pi, n_episodes)
+    angle = (start[:, None] + np.linspace(0, 2 * np.pi, frames)[None]).reshape(-1)
+    wrapped = (angle + np.pi) % (2 * np.pi) - np.pi
+    mix = rng.normal(size=(2, 16))
+    x = np.stack([np.sin(angle), np.cos(angle)], 1) @ mix + 0.01 * rng.normal(size=(len(angle), 16))
+    velocity = np.full_like(wrapped, 2 * np.pi / frames)
+    return x, np.stack([wrapped, velocity], 1), [frames] * n_episodes
+
+
+def test_a_wrapping_hinge_angle_defeats_a_linear_probe_but_its_sin_cos_do_not():
+    x, physics, lengths = wrapped_angle_case()
+    hinge = joint_targets([Joint("shoulder", HINGE, 0, 0)], nq=1, nv=1, na=0, physics_dim=2)
+    assert hinge.names == ("shoulder.sin", "shoulder.cos", "shoulder.vel")
+    cut = 30 * 50
+    raw = linear_probe((x[:cut], physics[:cut, :1]), (x[cut:], physics[cut:, :1]))
+    sin_cos = hinge.apply(physics)[:, :2]
+    fair = linear_probe((x[:cut], sin_cos[:cut]), (x[cut:], sin_cos[cut:]), test_lengths=lengths[30:])
+    # The wrapped angle is a sawtooth of the pose: the best linear read-out of it (its first Fourier term)
+    # explains 6/π² ≈ 0.61 of its variance, whatever the features.
+    assert raw.mean_r2 < 0.65
+    assert min(fair.r2) > 0.99 and fair.test_episodes == 10
+
+
+def test_joint_targets_name_hinges_slides_velocities_and_actuators():
+    joints = [Joint("slider", SLIDE, 0, 0), Joint("pole", HINGE, 1, 1)]
+    t = joint_targets(joints, nq=2, nv=2, na=1, physics_dim=6)
+    assert t.names == ("slider", "pole.sin", "pole.cos", "slider.vel", "pole.vel", "act[0]", "physics[5]")
+    phys = np.array([[0.5, np.pi / 2, 1.0, 2.0, 3.0, 4.0]])
+    np.testing.assert_allclose(t.apply(phys), [[0.5, 1.0, 0.0, 1.0, 2.0, 3.0, 4.0]], atol=1e-12)
+    with pytest.raises(ValueError, match="fewer than the model"):
+        joint_targets(joints, nq=2, nv=2, na=1, physics_dim=4)
+    with pytest.raises(ValueError, match="do not add up"):
+        joint_targets(joints, nq=3, nv=2, na=0, physics_dim=6)
+
+
+def test_dmc_targets_come_from_the_model_joint_types():
+    assert targets_of("dmc:cartpole-swingup", 4).names == ("slider", "hinge_1.sin", "hinge_1.cos",
+                                                           "slider.vel", "hinge_1.vel")
+    assert targets_of("dmc:reacher-easy", 4).names[:4] == ("shoulder.sin", "shoulder.cos", "wrist.sin", "wrist.cos")
+    assert targets_of("tiny:point", 2).names == ("physics[0]", "physics[1]")
+
+
+def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_episodes():
+    widths = []
+    for n_episodes in (10, 160):
+        rng = np.random.default_rng(n_episodes)
+        y = rng.normal(size=(n_episodes * 20, 2))
+        pred = y + rng.normal(scale=0.7, size=y.shape) + np.repeat(rng.normal(scale=0.5, size=(n_episodes, 2)), 20, 0)
+        (low, high), (mlow, mhigh) = bootstrap_r2(y, pred, [20] * n_episodes)
+        point_r2 = r2_scores(y, pred)
+        assert ((low <= point_r2) & (point_r2 <= high)).all() and mlow <= point_r2.mean() <= mhigh
+        widths.append((high - low).mean())
+    assert widths[1] < widths[0] / 2  # 16x the episodes: about a quarter of the width
+
+
+def test_bootstrap_resamples_whole_episodes_not_frames():
+    # Two episodes: every resample is (ep0, ep0), (ep0, ep1) or (ep1, ep1), so R² takes at most three values.
+    rng = np.random.default_rng(0)
+    y, pred = rng.normal(size=(60, 1)), rng.normal(size=(60, 1))
+    counts = episode_resample_counts(2, 500)
+    assert counts.shape == (500, 2) and (counts.sum(1) == 2).all()
+    r2 = []
+    for c in counts[:50]:
+        rows = np.concatenate([np.arange(e * 30, e * 30 + 30) for e in range(2) for _ in range(c[e])])
+        r2.append(round(float(r2_scores(y[rows], pred[rows])[0]), 9))
+    assert len(set(r2)) <= 3
+    (low, high), _ = bootstrap_r2(y, pred, [30, 30])
+    assert {round(float(low[0]), 9), round(float(high[0]), 9)} <= set(r2)
+    with pytest.raises(ValueError, match="lengths sum to"):
+        bootstrap_r2(y, pred, [30, 20])
+
+
+def test_cli_baseline_random_prints_both_with_intervals_and_writes_them(point, tmp_path, capsys):
+    assert atcrl(["pretrain", "--data", str(point), "--objective", "random", "--seed", "3",
+                  "--out", str(tmp_path / "run"), "--no-tensorboard"]) == 0
+    assert run_probe_cli("--encoder", tmp_path / "run", "--data", point, "--baseline", "random", "--seed", "0",
+                         "--out", tmp_path / "r.json") == 0
+    printed = capsys.readouterr().out
+    assert "beside the random dmc encoder (seed 0)" in printed and "interval over 2 test episodes" in printed
+    body = json.loads((tmp_path / "r.json").read_text())
+    task, base = body["tasks"]["tiny:point"], body["baseline"]["tasks"]["tiny:point"]
+    assert task["targets"] == ["physics[0]", "physics[1]", "physics[2]", "physics[3]"]
+    assert task["test_episodes"] == 2 and len(task["r2_ci"]) == 4 and len(base["r2_ci"]) == 4
+    assert all(lo <= hi for lo, hi in task["r2_ci"])  # (2 test episodes: too few to ask it to hold the estimate)
+    assert run_probe_cli("--encoder", "random", "--seed", "0", "--data", point, "--out", tmp_path / "b.json") == 0
+    assert json.loads((tmp_path / "b.json").read_text())["tasks"]["tiny:point"]["r2"] == base["r2"]
+    assert task["r2"] != base["r2"]
+    with pytest.raises(SystemExit):
+        run_probe_cli("--encoder", "random", "--data", point, "--baseline", "random")
+    assert "--encoder is random already" in capsys.readouterr().err

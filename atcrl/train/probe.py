@@ -28,6 +28,12 @@ class ProbeResult:
     """Ridge strength picked by cross-validation over blocks of training episodes."""
     n_train: int
     n_test: int
+    r2_ci: tuple[tuple[float, float], ...] | None = None
+    """Per dimension, the bootstrap 95% interval of its R^2 over test episodes (None: not computed)."""
+    mean_r2_ci: tuple[float, float] | None = None
+    """The bootstrap 95% interval of the mean R^2 over dimensions, from the same resamples."""
+    test_episodes: int | None = None
+    """Test episodes the interval resampled."""
 
     @property
     def mean_r2(self) -> float:
@@ -136,18 +142,76 @@ def ridge_from_moments(m: Moments, alphas: Sequence[float]) -> list[tuple[np.nda
     return [(w, y_mean - x_mean @ w) for w in solve_path(cxx, cxy, alphas)]
 
 
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of the test episodes behind each probe's 95% intervals."""
+
+
+def episode_resample_counts(n_episodes: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """[resamples, n_episodes]: how often each episode is drawn in each resample (n_episodes draws with
+    replacement)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_episodes, np.full(n_episodes, 1.0 / n_episodes), size=resamples)
+
+
+def bootstrap_r2(
+    y_true: np.ndarray, y_pred: np.ndarray, lengths: Sequence[int], *, resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0, level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap of R^2 over whole test episodes (frames of one episode are not independent).
+
+    Rows are episode by episode, ``lengths`` frames each. Each resample draws as many episodes as there
+    are, with replacement, and scores R^2 on all their frames. Returns the (low, high) bounds [2, S] of
+    the per-column R^2 and [2] of their mean. Done from per-episode sums, so a resample costs no pass
+    over the frames.
+    """
+    lengths = np.asarray(lengths, np.int64)
+    if lengths.sum() != len(y_true) or (lengths < 1).any():
+        raise ValueError(f"episode lengths sum to {lengths.sum()}, but there are {len(y_true)} rows")
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    yc = y_true - y_true.mean(0)  # centred: the sums of squares below lose no precision
+    res2, y2 = np.add.reduceat((y_true - y_pred) ** 2, starts), np.add.reduceat(yc**2, starts)
+    y1 = np.add.reduceat(yc, starts)
+    counts = episode_resample_counts(len(lengths), resamples, seed).astype(np.float64)
+    n = counts @ lengths
+    ss_tot = counts @ y2 - (counts @ y1) ** 2 / n[:, None]
+    ss_res = counts @ res2
+    safe = np.where(ss_tot > 1e-12, ss_tot, 1.0)
+    r2 = np.where(ss_tot > 1e-12, 1.0 - ss_res / safe, (ss_res < 1e-12).astype(float))
+    finite = np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0)
+    r2 = np.where(finite, r2, np.nan)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return np.percentile(r2, q, axis=0), np.percentile(r2.mean(1), q)
+
+
 def linear_probe(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-    alphas: Sequence[float] = DEFAULT_ALPHAS, folds: int = 5,
+    alphas: Sequence[float] = DEFAULT_ALPHAS, folds: int = 5, *, test_lengths: Sequence[int] | None = None,
 ) -> ProbeResult:
-    """Pick alpha by cross-validation on the training rows, refit on all of them, score on test.
+    """``probe_predictions`` scored as R^2 per column; with ``test_lengths`` (frames per test episode, in
+    row order) also bootstrap 95% intervals over the test episodes."""
+    alpha, pred = probe_predictions(train, test, alphas, folds)
+    y_te = test[1]
+    r2 = tuple(float(v) for v in r2_scores(y_te, pred))
+    if test_lengths is None:
+        return ProbeResult(r2, alpha, len(train[0]), len(y_te))
+    per_col, mean = bootstrap_r2(y_te, pred, test_lengths)
+    return ProbeResult(r2, alpha, len(train[0]), len(y_te), tuple((float(a), float(b)) for a, b in per_col.T),
+                       (float(mean[0]), float(mean[1])), len(test_lengths))
+
+
+def probe_predictions(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+    alphas: Sequence[float] = DEFAULT_ALPHAS, folds: int = 5,
+) -> tuple[float, np.ndarray]:
+    """(alpha, test predictions): pick alpha by cross-validation on the training rows, refit on all of them,
+    predict the test rows.
 
     The folds are contiguous blocks of training rows; rows come episode by episode, so each fold is
     a run of whole episodes (cut at most at its two ends) and alpha is chosen for generalising to
     other episodes, as the test asks. Wide features (more dimensions than training rows) are solved
     in kernel form from one Gram matrix, narrow ones from per-fold moment sums.
     """
-    (x_tr, y_tr), (x_te, y_te) = train, test
+    (x_tr, y_tr), (x_te, _) = train, test
     n = len(x_tr)
     if n < 2:
         raise ValueError(f"a probe needs at least 2 training rows, got {n}")
@@ -190,8 +254,7 @@ def linear_probe(
     out_of_fold = [np.concatenate(per_fold) for per_fold in zip(*(predict(i, alphas) for i in range(len(blocks))))]
     scores = [float(r2_scores(y_tr, pred).mean()) for pred in out_of_fold]
     best = alphas[int(np.argmax(scores))]
-    r2 = r2_scores(y_te, predict(None, [best])[0])
-    return ProbeResult(tuple(float(v) for v in r2), float(best), n, len(x_te))
+    return float(best), predict(None, [best])[0]
 
 
 def split_episodes(n: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
