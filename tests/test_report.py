@@ -359,3 +359,29 @@ def test_a_variant_probed_on_two_envs_gets_a_row_per_env_not_pooled_seeds(tmp_pa
     assert "| env | variant | seeds | mean R² (mean ± std) |" in text
     assert "| dmc:cartpole-swingup | atc | 2 | 0.905 ± 0.007 |" in text
     assert "| dmc:walker-walk | atc | 2 | 0.105 ± 0.007 |" in text
+
+
+def test_probe_targets_are_tabulated_with_intervals_beside_the_random_baseline(tmp_path):
+    root = tmp_path / "bench"
+    names = ["slider", "hinge_1.sin", "hinge_1.cos"]
+
+    def task(r2, ci):
+        return {"targets": names, "r2": r2, "r2_ci": ci, "mean_r2": sum(r2) / 3, "mean_r2_ci": [0.1, 0.9],
+                "test_episodes": 12}
+
+    atc = task([0.9, 0.8, 0.7], [[0.85, 0.95], [0.7, 0.85], [0.6, 0.75]])
+    own = task([0.3, 0.2, 0.1], [[0.2, 0.4], [0.1, 0.3], [0.0, 0.2]])
+    (root / "probe").mkdir(parents=True)
+    (root / "probe/atc-0.json").write_text(json.dumps({"encoder": "x", "mean_r2": 0.8, "tasks": {ENV: atc},
+                                                       "baseline": {"mean_r2": 0.2, "tasks": {ENV: own}}}))
+    (root / "probe/ac-0.json").write_text(json.dumps({"encoder": "y", "mean_r2": 0.8, "tasks": {ENV: atc}}))
+    (root / "probe/random-0.json").write_text(json.dumps({"encoder": "random", "mean_r2": 0.5,
+                                                          "tasks": {ENV: task([0.5, 0.4, 0.6], [[0.4, 0.6]] * 3)}}))
+    steps = [step(f"probe-{v}-0", "probe", "probe", v, 0, f"probe/{v}-0.json", env=ENV) for v in ("atc", "ac", "random")]
+    code, text = report(tmp_path, experiment(root, steps, name="ul-benchmark"))
+    assert code == 0
+    # atc's own --baseline; ac falls back to the random variant's probe of seed 0; the random variant has none.
+    assert f"| atc | 0 | {ENV} | hinge_1.sin | 0.800 [0.700, 0.850] | 0.200 [0.100, 0.300] | 12 |" in text
+    assert f"| ac | 0 | {ENV} | hinge_1.sin | 0.800 [0.700, 0.850] | 0.400 [0.400, 0.600] | 12 |" in text
+    assert f"| random | 0 | {ENV} | slider | 0.500 [0.400, 0.600] | — | 12 |" in text
+    assert f"| atc | 0 | {ENV} | mean | 0.800 [0.100, 0.900] | 0.200 [0.100, 0.900] | 12 |" in text

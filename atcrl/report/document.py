@@ -39,6 +39,7 @@ from atcrl.report.tables import (
     md_table,
     pretrain_table,
     probe_table,
+    probe_target_table,
     quoted_table,
     train_table,
 )
@@ -151,6 +152,11 @@ def probe_section(doc: Doc, steps: list[Step], label: str, claims: list[str]) ->
                           f"{label}: linear probe of the physics state")
         doc.figure(path, f"{label} probe R²")
     doc.add(probe_table(cells), "")
+    runs = [(s.variant, s.seed, s.result) for s in steps if isinstance(s.result, ProbeRun)]
+    if table := probe_target_table(runs):
+        doc.add("Per target: R² on the test episodes with its bootstrap 95% interval (whole test episodes "
+                "resampled), beside a random encoder's probe of the same seed. Hinge angles are probed as their "
+                "sine and cosine.", "", table, "")
     evidence.statistics(doc, steps, steps[0].group, "probe mean R²", label)
     _notes(doc, [(c.variant, n) for c in cells for n in c.notes])
     claims += _value_claims(f"probe mean R² ({label})", cells, "mean_r2", 3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,24 @@ class PretrainRun:
 
 
 @dataclass(frozen=True)
+class TargetR2:
+    """One probe target's R² on the test episodes, with its bootstrap 95% interval over them."""
+
+    name: str
+    r2: float
+    ci: tuple[float, float] | None
+    """None: the result predates the intervals."""
+
+
+@dataclass(frozen=True)
+class ProbedTask:
+    """One task of a probe result: every target's R² (the mean last, named "mean") and the test episodes."""
+
+    targets: tuple[TargetR2, ...]
+    test_episodes: int | None
+
+
+@dataclass(frozen=True)
 class ProbeRun:
     """One `atcrl probe --out FILE.json` result."""
 
@@ -86,6 +104,9 @@ class ProbeRun:
     tasks: dict[str, float]
     """Mean R² per task."""
     encoder: str | None
+    per_task: dict[str, ProbedTask] = field(default_factory=dict)
+    baseline: dict[str, ProbedTask] = field(default_factory=dict)
+    """The same probe of `--baseline random` (empty when it was not asked for)."""
 
 
 Result = TrainRun | PretrainRun | ProbeRun
@@ -264,7 +285,32 @@ def read_probe(path: Path, problems: list[str]) -> ProbeRun | None:
         return None
     tasks = body.get("tasks") if isinstance(body.get("tasks"), dict) else {}
     per_task = {t: v for t, d in tasks.items() if isinstance(d, dict) and (v := number(d.get("mean_r2"))) is not None}
-    return ProbeRun(path=path, mean_r2=mean, tasks=per_task, encoder=body.get("encoder"))
+    baseline = body.get("baseline") if isinstance(body.get("baseline"), dict) else {}
+    return ProbeRun(path=path, mean_r2=mean, tasks=per_task, encoder=body.get("encoder"),
+                    per_task=task_probes(tasks), baseline=task_probes(baseline.get("tasks")))
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list) and len(value) == 2 and None not in (bounds := [number(v) for v in value]):
+        return bounds[0], bounds[1]
+    return None
+
+
+def task_probes(tasks: Any) -> dict[str, ProbedTask]:
+    """Per task, its targets' R² and intervals as a probe JSON records them (unnamed: physics[i]); tasks without a
+    numeric R² list are left out."""
+    out: dict[str, ProbedTask] = {}
+    for task, d in (tasks.items() if isinstance(tasks, dict) else ()):
+        r2 = d.get("r2") if isinstance(d, dict) else None
+        if not isinstance(r2, list) or any(number(v) is None for v in r2) or number(d.get("mean_r2")) is None:
+            continue
+        names = d.get("targets") if isinstance(d.get("targets"), list) else [f"physics[{i}]" for i in range(len(r2))]
+        cis = d.get("r2_ci") if isinstance(d.get("r2_ci"), list) else [None] * len(r2)
+        rows = [TargetR2(str(n), float(v), _interval(ci)) for n, v, ci in zip(names, r2, cis)]
+        rows.append(TargetR2("mean", float(d["mean_r2"]), _interval(d.get("mean_r2_ci"))))
+        episodes = d.get("test_episodes")
+        out[task] = ProbedTask(tuple(rows), episodes if isinstance(episodes, int) else None)
+    return out
 
 
 def read_run(path: Path, problems: list[str]) -> Result | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from atcrl.report.anchors import SOURCE, at_budget, format_anchor
+from atcrl.report.runs import ProbedTask, ProbeRun, TargetR2
 from atcrl.report.stats import TrainCell, ValueCell, fmt_range, fmt_stat, fmt_steps
 
 PRETRAIN_COLUMNS = ("val/accuracy", "val/loss", "ul/accuracy", "ul/loss")
@@ -73,6 +74,32 @@ def probe_table(cells: Sequence[ValueCell]) -> str:
             row += [fmt_stat(c.values.get(f"task:{t}"), 3, n=False) for t in tasks]
         rows.append(row)
     return md_table(headers, rows)
+
+
+def _r2_ci(t: TargetR2 | None) -> str:
+    if t is None:
+        return "—"
+    return f"{t.r2:.3f}" + (f" [{t.ci[0]:.3f}, {t.ci[1]:.3f}]" if t.ci else " (no interval)")
+
+
+def probe_target_table(probes: Sequence[tuple[str, int | None, ProbeRun]], baseline_variant: str = "random") -> str | None:
+    """Per (variant, seed, task, target): R² with its 95% bootstrap interval over the test episodes, beside the
+    random-encoder baseline (the result's own --baseline, else the ``baseline_variant`` probe of the same seed),
+    and how many test episodes it was scored on; None when no result holds per-target R²."""
+    by_seed = {seed: run for variant, seed, run in probes if variant == baseline_variant}
+    rows = []
+    for variant, seed, run in probes:
+        fallback = by_seed.get(seed) if variant != baseline_variant else None
+        for task, probed in run.per_task.items():
+            base: ProbedTask | None = run.baseline.get(task) or (fallback.per_task.get(task) if fallback else None)
+            named = {t.name: t for t in base.targets} if base else {}
+            episodes = "—" if probed.test_episodes is None else str(probed.test_episodes)
+            rows += [[variant, "—" if seed is None else str(seed), task, t.name, _r2_ci(t), _r2_ci(named.get(t.name)),
+                      episodes] for t in probed.targets]
+    if not rows:
+        return None
+    return md_table(["variant", "seed", "task", "target", "R² [95% interval]", "random-encoder R² [95% interval]",
+                     "test episodes"], rows)
 
 
 def pretrain_table(cells: Sequence[ValueCell]) -> str:
