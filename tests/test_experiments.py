@@ -13,12 +13,12 @@ import tyro
 
 from atcrl import cpus
 from atcrl.cli import COMMANDS
-from atcrl.experiments import cost, plans, record
-from atcrl.experiments.cli import ExperimentConfig, run_experiment
+from atcrl.experiments import cost, plans, record, scales
+from atcrl.experiments.cli import ExperimentConfig, dry_run, run_experiment
 from atcrl.experiments.runner import Runner, thread_env
 from atcrl.experiments.spec import SCALES, Experiment, PlanError, Step
 
-ALL = [(name, scale) for name in plans.NAMES for scale in SCALES]
+ALL = [(name, scale) for name in plans.NAMES for scale in SCALES if scale != "gpu" or name in scales.GPU_EXPERIMENTS]
 STEP_KEYS = {"id", "kind", "group", "variant", "seed", "env", "depends", "command", "out", "status", "returncode",
              "wall_time_s"}
 TOP_KEYS = {"name", "scale", "seeds", "question", "notes", "created", "machine", "git_commit", "command", "steps"}
@@ -56,7 +56,7 @@ def test_plan_is_well_formed(name, scale):
     # Everything a scale compares is rendered one way, so encoders see the pixels the RL runs see.
     sac = [s for s in exp.steps if s.kind == "train" and "--sac.fast-render" in s.command]
     collects = [s for s in exp.steps if s.kind == "collect" and "--fast-render" in s.command]
-    if scale == "full":
+    if scale in ("full", "gpu"):
         assert not sac and not collects
         paper_defaults = ("--sac.batch-size", "--sac.warmup-steps", "--eval-every", "--batch-size")
         assert not any(f in s.command for s in exp.steps for f in paper_defaults)
@@ -82,7 +82,8 @@ def distinct_commands(exp: Experiment) -> list[Step]:
 @pytest.mark.parametrize("name", plans.NAMES)
 def test_every_command_parses_with_its_real_config(name):
     # Full plans repeat their commands per seed: one seed covers every distinct command line.
-    for exp in (plans.build(name, "full", 1), plans.build(name, "cpu-small"), plans.build(name, "tiny")):
+    gpu = (plans.build(name, "gpu", 1),) if name in scales.GPU_EXPERIMENTS else ()
+    for exp in (plans.build(name, "full", 1), plans.build(name, "cpu-small"), plans.build(name, "tiny"), *gpu):
         for step in distinct_commands(exp):
             cfg = tyro.cli(config_class(step.kind), args=list(step.command[1:]))
             if step.kind == "train":
@@ -251,7 +252,8 @@ def test_failed_step_skips_dependants_and_not_the_rest(tmp_path):
 def test_list_and_dry_run_give_the_gpu_cost_or_say_not_measured(capsys):
     assert run_experiment(ExperimentConfig(list_experiments=True)) == 0
     printed = capsys.readouterr().out
-    assert printed.count("    one GPU: ") == 2 * len(plans.NAMES) and printed.count("    cpu: ") == 2 * len(plans.NAMES)
+    listed = 2 * len(plans.NAMES) + len(scales.GPU_EXPERIMENTS)
+    assert printed.count("    one GPU: ") == listed and printed.count("    cpu: ") == listed
     assert cost.GPU_MEASURED in printed and "not measured" in printed
     online = plans.build("online", "full", 1)
     sac = [s for s in online.steps if s.group == "online-dmc" and not s.env.startswith("dmc:cheetah")]
@@ -294,3 +296,36 @@ def test_ul_benchmark_runs_the_vae_at_the_references_three_deltas_at_full_scale(
     assert {"vae", "vae-dt1", "vae-dt3"} <= atari
     small = [s.variant for s in plans.build("ul-benchmark", "cpu-small", 1).steps if s.kind == "pretrain"]
     assert "vae" in small and not any(v.startswith("vae-dt") for v in small)
+
+
+def test_gpu_scale_runs_the_papers_settings_with_its_named_reductions(tmp_path, capsys):
+    online = plans.build("online", "gpu")
+    assert online.seeds == (0, 1, 2, 3) and {s.env for s in online.steps} == {"dmc:cartpole-swingup"}
+    assert sorted({s.variant for s in online.steps}) == ["decoupled-atc", "end-to-end"] and len(online.steps) == 8
+    for step in online.steps:  # the paper's run length, batch, warm-up, evaluation and rendering: no flag overrides
+        assert flag(step.command, "--steps") == "47500"
+        assert not {"--sac.batch-size", "--sac.warmup-steps", "--eval-every", "--eval-episodes",
+                    "--sac.fast-render"} & set(step.command)
+    bench = plans.build("ul-benchmark", "gpu")
+    by_id = {s.id: s for s in bench.steps}
+    assert flag(by_id["expert-cartpole-swingup"].command, "--steps") == "50000"
+    assert flag(by_id["demos-cartpole-swingup"].command, "--episodes") == "400"
+    assert flag(by_id["probe-data-cartpole-swingup"].command, "--episodes") == "40"
+    pretrains = [s for s in bench.steps if s.kind == "pretrain"]
+    assert {s.variant for s in pretrains} >= {"atc", "cpc", "vae", "vae-dt1", "vae-dt3"}
+    assert not any({"--updates", "--batch-size"} & set(s.command) for s in pretrains)  # the DMC preset's budget
+    assert not any((s.env or "").startswith("atari:") for s in bench.steps)
+    for name, exp in (("online", online), ("ul-benchmark", bench)):
+        assert all(r in exp.notes for r in scales.GPU_REDUCTIONS[name])
+        assert run_experiment(ExperimentConfig(name, scale="gpu", out=str(tmp_path / name), dry_run=True,
+                                               jobs=8)) == 0
+        printed = capsys.readouterr().out
+        assert scales.GPU_REDUCTIONS[name][0] in printed and "--jobs 8" in printed
+    assert "atcrl train --preset dmc-atc --env dmc:cartpole-swingup --seed 3" in dry_run(online, tmp_path, 8)
+    with pytest.raises(PlanError, match="has no gpu scale"):
+        plans.build("multitask", "gpu")
+    assert run_experiment(ExperimentConfig(list_experiments=True)) == 0
+    listing = capsys.readouterr().out
+    online_gpu = listing.split("online\n")[1].split("  gpu:\n")[1].split("\n\n")[0]
+    assert "one GPU: about" in online_gpu and "(with 8: not measured)" in online_gpu
+    assert "gpu: none (only online, ul-benchmark have a gpu scale)" in listing

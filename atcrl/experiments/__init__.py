@@ -1,4 +1,4 @@
-"""The paper's experiments, each one command (`atcrl experiment NAME`) at two scales.
+"""The paper's experiments, each one command (`atcrl experiment NAME`) at several scales.
 
 Experiments (one module each; `atcrl experiment --list` prints the claim each tests and its cost):
   online         decoupled ATC vs end-to-end RL, online (SAC on DMC, PPO on Atari)
@@ -8,7 +8,9 @@ Experiments (one module each; `atcrl experiment --list` prints the claim each te
   latent-replay  frozen-encoder SAC replaying latents (sub-pixel shift) vs pixels vs unshifted latents
 
 Scales: ``full`` (the paper's budget), ``cpu-small`` (about an hour on a 2-core CPU with --jobs 2;
-each module's NOTES say what is reduced and why) and ``tiny`` (a smoke test of seconds, for tests).
+each module's NOTES say what is reduced and why), ``gpu`` (online and ul-benchmark: one GPU shared by
+all runs with --device cuda --jobs 8, the paper's settings but for the named reductions in
+scales.GPU_REDUCTIONS) and ``tiny`` (a smoke test of seconds, for tests).
 
 Modules: spec (Step, Experiment), commands (step builders and run sizes), scales (sizes shared per
 scale), offline (expert -> demonstrations), one module per experiment, plans (registry), cost (time
@@ -20,7 +22,7 @@ complete; how it is continued), executors (local subprocesses), ray_executor (Ra
 Directory contract (what `atcrl report` reads). OUT/experiment.json is rewritten atomically after
 every change of a step's state:
 
-    {"name": str, "scale": "full" | "cpu-small" (| "tiny" for smoke tests), "seeds": [int, ...],
+    {"name": str, "scale": "full" | "cpu-small" | "gpu" (| "tiny" for smoke tests), "seeds": [int, ...],
      "question": str,   # the paper claim tested
      "notes": str,      # how this scale differs from the paper, and why
      "created": ISO time, "machine": MACHINE, "git_commit": str | null, "git_dirty": bool | null,

@@ -1,9 +1,10 @@
-"""``atcrl experiment``: one paper experiment as one command, at full or cpu-small scale, resumable.
+"""``atcrl experiment``: one paper experiment as one command, at full, cpu-small or gpu scale, resumable.
 
     atcrl experiment --list
     atcrl experiment ul-benchmark --scale cpu-small --out runs/exp/ul --dry-run
     atcrl experiment ul-benchmark --scale cpu-small --out runs/exp/ul --jobs 2
     atcrl experiment online --scale full --jobs 8 --device cuda          # 8 steps share one GPU
+    atcrl experiment online --scale gpu --jobs 8 --device cuda           # cartpole, 2 variants x 4 seeds at once
     atcrl experiment ul-benchmark --scale full --executor ray --address auto --jobs 64 \
         --cpus-per-step 2 --gpus-per-step 0.125
     atcrl experiment ablations --scale cpu-small --out runs/exp/abl --jobs 2 --data runs/exp/ul/demos-cartpole-swingup \\
@@ -20,7 +21,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from atcrl.experiments import cost, plans
+from atcrl.experiments import cost, plans, scales
 from atcrl.experiments.executors import Executor, LocalExecutor
 from atcrl.experiments.offline import Reuse
 from atcrl.experiments.runner import Runner, plan_states
@@ -36,10 +37,11 @@ class ExperimentConfig:
     name: Annotated[tyro.conf.Positional[ExperimentName | None], tyro.conf.arg(metavar="NAME")] = None
     """Experiment: online, ul-benchmark, multitask, ablations or latent-replay (--list describes them)."""
     scale: Scale = "cpu-small"
-    """full: the paper's budget (GPU-sized); cpu-small: about an hour on a 2-core CPU with --jobs 2;
-    tiny: a seconds-long smoke test on tiny envs (numbers mean nothing)."""
+    """full: the paper's budget (GPU-sized); cpu-small: about an hour on a 2-core CPU with --jobs 2; gpu (online and
+    ul-benchmark only): one GPU with --device cuda --jobs 8, the paper's settings but for named reductions (each
+    plan's notes list them); tiny: a seconds-long smoke test on tiny envs (numbers mean nothing)."""
     seeds: int | None = None
-    """Run seeds 0..K-1; None = the experiment's default (full 3; cpu-small 1, online 2). A re-run with more
+    """Run seeds 0..K-1; None = the experiment's default (full 3; cpu-small 1, online 2; gpu 1, online 4). A re-run with more
     seeds in the same --out adds the new seeds' steps."""
     out: str | None = None
     """Experiment directory (experiment.json, one output and one .log per step); None =
@@ -149,7 +151,7 @@ def estimate_line(exp: Experiment, jobs: int) -> str:
     cpu = cost.total_seconds(exp.steps)
     line = (f"{len(exp.steps)} steps, seeds {list(exp.seeds)}: about {cost.describe_seconds(cpu)} of single-thread "
             "CPU time on the reference 2-core CPU")
-    if exp.scale == "full":
+    if exp.scale in ("full", "gpu"):
         return line + " (meant for GPUs, where it is far shorter)"
     return line + f", {cost.describe_seconds(cost.wall_seconds(exp.steps, jobs))} with --jobs {jobs}"
 
@@ -175,9 +177,13 @@ def listing() -> str:
     for name in plans.NAMES:
         module = plans.definition(name)
         lines += [name, f"  question: {module.QUESTION}"]
-        for scale in ("full", "cpu-small"):
+        for scale in ("full", "cpu-small", "gpu"):
+            if scale == "gpu" and name not in scales.GPU_EXPERIMENTS:
+                lines.append(f"  {scale}: none (only {', '.join(scales.GPU_EXPERIMENTS)} have a gpu scale)")
+                continue
             exp = plans.build(name, scale)
-            lines += [f"  {scale}:", f"    cpu: {estimate_line(exp, 2)}", f"    one GPU: {cost.gpu_line(exp.steps)}"]
+            jobs = scales.GPU_JOBS if scale == "gpu" else cost.GPU_RUNS
+            lines += [f"  {scale}:", f"    cpu: {estimate_line(exp, 2)}", f"    one GPU: {cost.gpu_line(exp.steps, jobs)}"]
         lines.append("")
     lines.append("CPU times are estimates from speeds measured at one thread per step (atcrl/experiments/cost.py); "
                  "with --jobs 1 on idle cores a step takes every core (1.5-1.8x faster on 2 cores).")

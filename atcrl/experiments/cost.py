@@ -45,7 +45,8 @@ PPO_RATE = {"end_to_end": 420.0, "decoupled": 330.0, "frozen": 500.0}
 
 
 GPU_MEASURED = ("one NVIDIA H200, torch 2.11 + CUDA 13, MUJOCO_GL=egl, 2026-12-04: dmc:cartpole-swingup, batch 256, "
-                "one SAC + one ATC update per agent step, 3 runs sharing the GPU with 4 CPU threads each")
+                "one SAC + one ATC update per agent step, 3 runs sharing the GPU with 4 CPU threads each, "
+                "before the fast path")
 GPU_RUNS = 3
 """Runs that shared the GPU in the measurement: the per-run rates hold for --jobs 3; other job counts are
 scheduled with the same per-run rate (not measured)."""
@@ -138,6 +139,8 @@ def gpu_line(steps: Sequence[Step], jobs: int = GPU_RUNS) -> str:
     timed = [replace(s, estimate_s=s.gpu_estimate_s, depends=()) for s in known]
     text = (f"about {describe_seconds(wall_seconds(timed, jobs))} for the {len(known)} DMC SAC step(s) with a GPU "
             f"figure (--jobs {jobs})")
+    if jobs != GPU_RUNS:
+        text += f" at the per-run rate measured with {GPU_RUNS} runs sharing (with {jobs}: not measured)"
     if unknown:
         kinds = sorted({"other train" if s.kind == "train" else s.kind for s in steps if s.gpu_estimate_s is None})
         text += f"; {unknown} step(s) not measured ({', '.join(kinds)})"

@@ -24,7 +24,7 @@ BEYOND_PAPER_TASKS = ("dmc:finger-spin", "dmc:reacher-easy")
 """Beyond the paper (group online-dmc-beyond-paper): tasks with CURL/DrQ anchors but no reference run length;
 they run 500k env steps."""
 GAMES = ("atari:Breakout", "atari:Pong", "atari:SpaceInvaders", "atari:Qbert")
-DEFAULT_SEEDS: dict[Scale, int] = {"full": 3, "cpu-small": 2, "tiny": 1}
+DEFAULT_SEEDS: dict[Scale, int] = {"full": 3, "cpu-small": 2, "gpu": 4, "tiny": 1}
 """Two seeds fit cpu-small's hour here (the runs are short); the other experiments default to one."""
 SAC_VARIANTS = (("decoupled-atc", "dmc-atc"), ("end-to-end", "dmc-rad"))
 PPO_VARIANTS = (("decoupled-atc", "atari-ppo-atc"), ("end-to-end", "atari-ppo"))
@@ -56,6 +56,7 @@ BUDGETS: dict[Scale, Budget] = {
     "cpu-small": Budget(("dmc:cartpole-swingup",), scales.RL["cpu-small"], ("atari:Breakout",),
                         PPORun(200_704, eval_episodes=0, extra=("--ckpt-every", "50000", "--keep-checkpoints", "1")),
                         ("--ppo.ul-start-steps", "2048", "--ppo.rl-start-steps", "6144")),
+    "gpu": Budget((scales.TASK["gpu"],), scales.RL["gpu"], (), PPORun(0)),
     "tiny": Budget(("tiny:point",), scales.RL["tiny"], ("tiny:catch",), PPORun(128, extra=_TINY_PPO),
                    ("--ppo.ul-start-steps", "32", "--ppo.rl-start-steps", "64", "--ppo.atc.batch-size", "16")),
 }
@@ -75,6 +76,7 @@ NOTES: dict[Scale, str] = {
                  "sees about 1% of the paper's UL updates: this tests early learning only. No greedy evaluation (a "
                  "barely trained greedy Breakout policy that never fires plays 27k steps per episode); compare the "
                  "training episodes' raw scores (rl/episode_return), which are what the paper plots for Atari.",
+    "gpu": scales.gpu_notes(NAME),
     "tiny": "Smoke test on tiny envs; the numbers mean nothing.",
 }
 

@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 
 from atcrl.experiments.offline import Reuse
-from atcrl.experiments.scales import DEFAULT_SEEDS
+from atcrl.experiments.scales import DEFAULT_SEEDS, check_scale
 from atcrl.experiments.spec import Experiment, PlanError, Scale
 
 MODULES: dict[str, str] = {
@@ -37,6 +37,8 @@ def default_seeds(name: str, scale: Scale) -> int:
 
 def build(name: str, scale: Scale, seeds: int | None = None, reuse: Reuse | None = None) -> Experiment:
     """The plan of experiment ``name`` at ``scale`` with seeds 0..seeds-1 (None: the default)."""
+    definition(name)  # an unknown name is named before its scale is checked
+    check_scale(name, scale)
     count = default_seeds(name, scale) if seeds is None else seeds
     if count < 1:
         raise PlanError(f"--seeds must be >= 1, got {count}")

@@ -12,10 +12,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Scale = Literal["full", "cpu-small", "tiny"]
-"""full: the paper's budget; cpu-small: about an hour on a 2-core CPU; tiny: a smoke test of seconds
-on tiny envs (its numbers mean nothing; the tests use it)."""
-SCALES: tuple[Scale, ...] = ("full", "cpu-small", "tiny")
+Scale = Literal["full", "cpu-small", "gpu", "tiny"]
+"""full: the paper's budget; cpu-small: about an hour on a 2-core CPU; gpu: one GPU shared by every run of
+the experiment (`--device cuda --jobs 8`), the paper's settings where they fit and named reductions where
+they do not (online and ul-benchmark only; scales.py); tiny: a smoke test of seconds on tiny envs (its
+numbers mean nothing; the tests use it)."""
+SCALES: tuple[Scale, ...] = ("full", "cpu-small", "gpu", "tiny")
 Kind = Literal["train", "collect", "pretrain", "probe", "export"]
 KINDS: tuple[Kind, ...] = ("train", "collect", "pretrain", "probe", "export")
 Status = Literal["pending", "running", "done", "failed", "skipped"]

@@ -23,8 +23,8 @@ DMC_OBJECTIVES = ("atc", "random", "ac", "ats", "cpc", "stdim", "vae", "inverse"
 """In plan order: the flagship and the random baseline first, so a part-way run compares those two."""
 ATARI_OBJECTIVES = ("atc", "ac", "ats", "cpc", "stdim", "vae", "pixel-control", "inverse", "random")
 OBJECTIVES: dict[Scale, tuple[str, ...]] = {"full": DMC_OBJECTIVES, "cpu-small": DMC_OBJECTIVES,
-                                            "tiny": ("atc",)}
-VAE_DELTAS: dict[Scale, tuple[int, ...]] = {"full": (0, 1, 3), "cpu-small": (0,), "tiny": (0,)}
+                                            "gpu": DMC_OBJECTIVES, "tiny": ("atc",)}
+VAE_DELTAS: dict[Scale, tuple[int, ...]] = {"full": (0, 1, 3), "cpu-small": (0,), "gpu": (0, 1, 3), "tiny": (0,)}
 """The VAE's Δ (reconstruct o_{t+Δ} from o_t, given the actions between when Δ > 0): the reference's three at
 full scale, Δ = 0 alone at the reduced ones. Δ = 0 keeps the variant name "vae"; the others are "vae-dt<Δ>"."""
 
@@ -64,6 +64,7 @@ NOTES: dict[Scale, str] = {
                  "CPU. Frozen SAC and the end-to-end reference: 4000 agent "
                  "steps, 1000 warm-up, batch 128, evaluation every 500 steps with 5 episodes. Fast rendering "
                  "everywhere (data and RL alike). Pixel control is not applicable to DMC (continuous actions).",
+    "gpu": scales.gpu_notes(NAME),
     "tiny": "Smoke test on tiny:point: random-policy episodes, ATC only; the numbers mean nothing.",
 }
 
