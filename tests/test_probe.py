@@ -243,7 +243,7 @@ def test_a_wrapping_hinge_angle_defeats_a_linear_probe_but_its_sin_cos_do_not():
     # The wrapped angle is a sawtooth of the pose: the best linear read-out of it (its first Fourier term)
     # explains 6/π² ≈ 0.61 of its variance, whatever the features.
     assert raw.mean_r2 < 0.65
-    assert min(fair.r2) > 0.99 and fair.test_episodes == 10
+    assert min(fair.r2) > 0.99 and fair.resampled_episodes == 10
 
 
 def test_joint_targets_name_hinges_slides_velocities_and_actuators():

@@ -144,14 +144,16 @@ def evaluate_atc(objective: ATC, episodes: list[Episode], frame_stack: int, fast
 
 def probe_r2(encoder: ConvEncoder, train: list[Episode], test: list[Episode], frame_stack: int,
              device: str = "cpu") -> float | None:
-    """Mean held-out R^2 of a ridge probe from features to the physics state (None without physics)."""
+    """Mean held-out R^2 of a ridge probe from features to the physics state, hinge angles as (sin, cos) as
+    `atcrl probe` scores them (None without physics)."""
     from atcrl.train.probe import encode_episodes, linear_probe
+    from atcrl.train.probe_targets import targets_of
 
     if any(ep.physics is None for ep in train + test):
         return None
-    fit = encode_episodes(encoder, train, frame_stack, device=device)
-    held_out = encode_episodes(encoder, test, frame_stack, device=device)
-    return linear_probe(fit, held_out).mean_r2
+    targets = targets_of(train[0].task, train[0].physics.shape[1])
+    (x_fit, y_fit), (x_out, y_out) = (encode_episodes(encoder, eps, frame_stack, device=device) for eps in (train, test))
+    return linear_probe((x_fit, targets.apply(y_fit)), (x_out, targets.apply(y_out))).mean_r2
 
 
 def atc_accuracy(spec: str, variants: dict[str, FastPathConfig], *, episodes: int, val_episodes: int,

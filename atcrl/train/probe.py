@@ -32,8 +32,8 @@ class ProbeResult:
     """Per dimension, the bootstrap 95% interval of its R^2 over test episodes (None: not computed)."""
     mean_r2_ci: tuple[float, float] | None = None
     """The bootstrap 95% interval of the mean R^2 over dimensions, from the same resamples."""
-    test_episodes: int | None = None
-    """Test episodes the interval resampled."""
+    resampled_episodes: int | None = None
+    """Test episodes (with frames kept) the intervals resampled."""
 
     @property
     def mean_r2(self) -> float:
@@ -119,9 +119,14 @@ def r2_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """
     ss_res = ((y_true - y_pred) ** 2).sum(0)
     ss_tot = ((y_true - y_true.mean(0)) ** 2).sum(0)
+    return r2_from_sums(ss_res, ss_tot, np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0))
+
+
+def r2_from_sums(ss_res: np.ndarray, ss_tot: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """1 - ss_res / ss_tot; a constant column (ss_tot ~ 0) scores 1 if predicted exactly, else 0; NaN where not
+    ``finite`` (a column with a NaN/Inf target or prediction)."""
     safe = np.where(ss_tot > 1e-12, ss_tot, 1.0)
     scores = np.where(ss_tot > 1e-12, 1.0 - ss_res / safe, (ss_res < 1e-12).astype(float))
-    finite = np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0)
     return np.where(finite, scores, np.nan)
 
 
@@ -174,11 +179,7 @@ def bootstrap_r2(
     counts = episode_resample_counts(len(lengths), resamples, seed).astype(np.float64)
     n = counts @ lengths
     ss_tot = counts @ y2 - (counts @ y1) ** 2 / n[:, None]
-    ss_res = counts @ res2
-    safe = np.where(ss_tot > 1e-12, ss_tot, 1.0)
-    r2 = np.where(ss_tot > 1e-12, 1.0 - ss_res / safe, (ss_res < 1e-12).astype(float))
-    finite = np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0)
-    r2 = np.where(finite, r2, np.nan)
+    r2 = r2_from_sums(counts @ res2, ss_tot, np.isfinite(y_true).all(0) & np.isfinite(y_pred).all(0))
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return np.percentile(r2, q, axis=0), np.percentile(r2.mean(1), q)
 

@@ -286,7 +286,7 @@ def report(described: str, probes: list[TaskProbe], baseline: str | None = None)
                      f"({r.n_train} / {r.n_test} frames{sub}), ridge alpha {r.alpha:g}"
                      + (f" (baseline {b.alpha:g})" if b else ""))
         width = max(len(n) for n in (*p.targets, "mean"))
-        lines.append(f"  {'target':<{width}}  R^2 [95% interval over {r.test_episodes} test episodes]"
+        lines.append(f"  {'target':<{width}}  R^2 [95% interval over {r.resampled_episodes} test episodes]"
                      + ("   baseline R^2 [95% interval]" if b else ""))
         for i, name in enumerate((*p.targets, "mean")):
             rows = [(x.r2[i], x.r2_ci[i] if x.r2_ci else None) if i < len(x.r2) else (x.mean_r2, x.mean_r2_ci)
