@@ -63,7 +63,7 @@ Outputs by kind, as the commands write them:
   pretrain  OUT/<id>/: metrics.jsonl ("ul/*" training rows, "val/accuracy", "val/loss" validation rows),
             config.json, encoder.safetensors + encoder.json (the exported encoder)
   collect   OUT/<id>/: a dataset (meta.json, episodes/)
-  probe     OUT/<id>.json: the `atcrl probe --out` result ("mean_r2", per task "r2", ...)
+  probe     OUT/<id>.json: the `atcrl probe --out` result ("mean_r2"; per task "targets", "r2", "r2_ci", "test_episodes", ...; "baseline")
 Logs: OUT/<id>.log (stdout+stderr of every attempt; beside the output because the commands refuse to
 write into a non-empty directory).
 """
