@@ -12,8 +12,10 @@ gpu       one GPU shared by all of an experiment's runs (`--device cuda --jobs G
           steps with 10 episodes, default rendering, 84 px; a 50k-agent-step expert (the reference's) with
           400 + 40 episodes; the DMC pretraining preset (1e4 updates at the paper batches). The named
           reductions are in GPU_REDUCTIONS. Sized for about ten minutes of one GPU per experiment with the
-          fast path; that has not been measured: `atcrl experiment --list` prints what the one GPU measurement
-          gives (before the fast path) and "not measured" for the rest.
+          fast path: online's 8 runs are 380k agent steps, about 6-7 min at the fast path's target of 1000
+          agent steps/s for 8 runs sharing a GPU (docs/performance.md; a target, not measured).
+          `atcrl experiment --list` prints what the one GPU measurement gives (before the fast path: about
+          21 min for online) and "not measured" for everything else.
 tiny      a smoke test of seconds on tiny:point at 32 px with small networks; for tests only.
 """
 
