@@ -148,13 +148,6 @@ def _gpu_run(graph: bool):
     return _filled(cfg)
 
 
-@pytest.fixture
-def deterministic_cudnn(monkeypatch):
-    """Convolution backward without atomics, so two paths can agree to rounding."""
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-
-
 @pytest.mark.cuda
 def test_graph_replay_equals_eager_over_20_updates(deterministic_cudnn):
     eager, graph = _gpu_run(False), _gpu_run(True)
