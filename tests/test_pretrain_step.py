@@ -1,4 +1,4 @@
-"""PretrainStep, the offline UL update `atcrl pretrain` runs: checked on CPU for what can be checked there, on CUDA for the rest.
+"""PretrainStep, the offline UL update `atcrl pretrain` runs: checked on CPU where it can be, on CUDA for the rest.
 
 On CPU: the step is the eager composition the loop ran before it (sample -> loss -> check -> backward, clip,
 Adam, momentum targets -> schedule) on the same seeds and batches, update by update; its meter's means are

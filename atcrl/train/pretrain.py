@@ -440,7 +440,8 @@ def _check_capture(cfg: PretrainConfig, objective: Objective, data: Data, dist: 
     """PretrainError unless the update can be captured as one CUDA graph (fast.cuda_graph on CUDA)."""
     fix = "or turn --fast.cuda-graph off"
     if not on_device:
-        raise PretrainError(f"--fast.cuda-graph needs the training pairs on the device: drop --device-data False, {fix}")
+        raise PretrainError(f"--fast.cuda-graph needs the training pairs on the device: drop --device-data False, "
+                            f"{fix}")
     if dist.world_size > 1:
         raise PretrainError(f"--fast.cuda-graph captures a single-process run, not {dist.world_size} DDP ranks: {fix}")
     if tensor_loss(objective) == objective.loss:
