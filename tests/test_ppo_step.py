@@ -139,3 +139,21 @@ def test_a_step_recaptured_after_a_restore_equals_the_replayed_one(deterministic
     after = snapshot(agent.net)
     for k in replayed:
         torch.testing.assert_close(after[k], replayed[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_graph_replays_make_no_host_sync():
+    agent = _gpu_agent(True)
+    rollout = _gpu_rollout()
+    advantages, returns = rollout.advantages(0.99, 0.95)
+    batches = [b for i in range(3) for b in rollout.minibatches(advantages, returns, 2, torch.Generator().manual_seed(i))]
+    step = PPOStep(agent)
+    for batch in batches[:6]:  # warm-up and capture
+        step(batch, 0.1)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches[6:]:  # the copy into the graph's inputs, the clip, the replay
+            step(batch, 0.05)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step.runner.graphs and np.isfinite(list(step.read().values())).all()

@@ -184,3 +184,17 @@ def test_a_step_recaptured_after_a_restore_equals_the_replayed_one(point_data, t
     assert step.runner.graphs
     for a, b in zip(_weights(step), replayed):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_graph_replays_make_no_host_sync(point_data, tmp_path):
+    step = _gpu(point_data, tmp_path, True)
+    for update in range(6):  # warm-up and capture
+        step(update)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for update in range(6, 10):  # seeding, replay, the schedule's in-place rate
+            step(update)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert np.isfinite(list(step.read().values())).all()
