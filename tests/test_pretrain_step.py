@@ -178,7 +178,9 @@ def test_a_step_recaptured_after_a_restore_equals_the_replayed_one(point_data, t
     step.objective.load_state_dict(saved["objective"])
     step.optimizer.load_state_dict(saved["optimizer"])
     step.scheduler.load_state_dict(saved["scheduler"])
-    step.reset()  # the restore replaced the optimizer states the graph points at
+    # The restore replaced the optimizer states the graph points at: a new step, as `atcrl pretrain` makes.
+    step = PretrainStep(step.objective, step.optimizer, step.scheduler, step.optim, step.grad_clip, seed=step.seed,
+                        draw=step.draw, forward=step.forward, fast=step.fast, device=step.device)
     for update in range(8, 14):
         step(update)  # eager warm-up, then a fresh capture
     assert step.runner.graphs

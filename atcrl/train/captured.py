@@ -11,8 +11,8 @@ a function once per call:
                                  actor/target cadence); capture records without running, so the captured
                                  call is replayed at once
 
-Graphs point at the tensors they were captured with: a restored checkpoint that replaces optimizer states
-needs ``reset`` (a fresh capture). Inputs that change between calls (a minibatch, a learning rate) must be
+Graphs point at the tensors they were captured with: after a restored checkpoint replaced optimizer states,
+the step (and its runner) is made anew, so it captures afresh. Inputs that change between calls (a minibatch, a learning rate) must be
 copied into tensors the graph reads, outside it.
 """
 
@@ -135,13 +135,6 @@ class Captured:
             self.graphs[key] = graph
             graph.replay()  # capturing recorded this call without running it
         self.meter.count(self.names[key])
-
-    def reset(self) -> None:
-        """Drop every graph (the tensors they point at were replaced): the next calls warm up and capture anew."""
-        self.graphs.clear()
-        self.names.clear()
-        self._pool = None
-        self._warm = 0
 
     def read(self) -> dict[str, float]:
         """Interval means of the step's metrics (one sync); FloatingPointError if one is NaN/inf."""

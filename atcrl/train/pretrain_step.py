@@ -39,6 +39,9 @@ def tensor_loss(objective: Objective) -> Callable[[Any], tuple[torch.Tensor, dic
 class PretrainStep:
     """The run's update step: ``step(update)`` once per update; ``read`` the metrics once per interval.
 
+    A captured step points at the optimizer states it was captured with: after a restore make a new one
+    (``atcrl pretrain`` restores before it makes its step).
+
     seed(update) seeds the update's random streams and returns its numpy generator (it runs before every
     call, replays included); draw(rng) returns the update's batch on the device; forward(batch) returns
     (loss, metrics), e.g. ``tensor_loss(objective)`` or its DDP wrapper.
@@ -88,7 +91,3 @@ class PretrainStep:
         """Before a checkpoint: FloatingPointError if a metric so far is NaN/inf (needed only without checks)."""
         if not self.check:
             self.meter.check_finite()
-
-    def reset(self) -> None:
-        """After the optimizer's state was replaced (a restore): capture anew."""
-        self.runner.reset()
