@@ -20,6 +20,7 @@ from host_reads import no_host_reads
 from test_sac import POINT, SMALL, frozen_latent_agent, random_policy_return
 
 from atcrl.data.device_replay import DeviceReplay
+from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import SACConfig
 from atcrl.train import sac_step
@@ -257,3 +258,17 @@ def test_uint8_latents_read_nothing_back_and_fix_their_scale_at_the_first_nonzer
     assert fixed == pytest.approx(2 * float(features.max()) / 255) and agent.latent_scale == fixed  # fixed once
     assert torch.equal(first, (features / fixed).round().clamp(0, 255).to(torch.uint8))
     assert torch.equal(again, (agent.encoder(dim * 2) / fixed).round().clamp(0, 255).to(torch.uint8))
+
+
+def test_a_frozen_uint8_latent_run_with_the_device_replay_reads_nothing_back_per_observation():
+    from atcrl.train.sac_loop import _policy_input
+
+    cfg = dataclasses.replace(POINT, mode=EncoderMode.frozen, latent_replay=True, latent_dtype="uint8",
+                              device_replay=True, warmup_steps=0, steps=0)
+    torch.manual_seed(0)
+    run = build_run(cfg, encoder=ConvEncoder("dmc", (3, 32, 32)))
+    obs, _ = run.env.reset(seed=0)
+    with no_host_reads():  # the copy in and the conv's latent: what one agent step costs before its action
+        policy_input, stored = _policy_input(run, obs)
+    assert stored.dtype == torch.uint8 and policy_input is stored and run.agent.latent_scale > 0
+    run.close()
