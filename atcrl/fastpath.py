@@ -57,9 +57,10 @@ class FastPathConfig:
     cuda_graph: bool = False
     """On CUDA, capture each SAC update (replay sampling, augmentation, critic, actor, temperature, online ATC,
     target updates and optimizer steps) once as a CUDA graph and replay it, so an update costs one launch
-    instead of hundreds, with no host sync. It needs the replay on the device, and its optimizers are made
-    capturable, with device-tensor learning rates. Off by default until measured faster on a GPU; ignored on
-    the CPU, where the same sync-free step runs eagerly. PPO and offline pretraining do not capture yet."""
+    instead of hundreds, with no host sync. It needs the replay (pretraining: the episodes) on the device, and
+    its optimizers are made capturable, with device-tensor learning rates. Off by default until measured faster
+    on a GPU; ignored on the CPU, where the same sync-free step runs eagerly. Offline pretraining's update and
+    PPO's minibatch update are captured the same way (docs/performance.md, "GPU")."""
     tune_allocator: bool = True
     """Keep freed memory in glibc's heap instead of returning it to the kernel, so large batches stop paying
     fresh-page faults on every update (process-wide; also disabled by ATCRL_NO_MALLOC_TUNING=1)."""

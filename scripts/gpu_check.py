@@ -1,5 +1,5 @@
-"""The one-command GPU check: CUDA tests, update throughput (CUDA graph vs eager), offline pretraining,
-agent steps/s alone and sharing the GPU, and a DMC-100k decoupled ATC-SAC run, as one JSON + markdown.
+"""The one-command GPU check: CUDA tests, update throughput (CUDA graph vs eager: SAC, offline pretraining,
+PPO), agent steps/s alone and sharing the GPU, and a DMC-100k decoupled ATC-SAC run, as one JSON + markdown.
 
     bash scripts/gpu-check.sh                       # on the GPU machine (carries what it lacks: gpu-bundle.sh)
     python scripts/gpu_check.py --out DIR           # from a source tree whose dependencies are installed
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -50,6 +51,13 @@ class Sizes:
     ppo_steps: int = 8 * 2048
     pretrain_episodes: int = 8
     pretrain_updates: int = 600
+    """Offline pretraining updates per path (eager, then CUDA graph); updates/s is read over the last third."""
+    ppo_envs: int = 16
+    ppo_horizon: int = 128
+    """The PPO update section's rollout: envs x horizon samples (the paper's Atari sizes), 4 epochs x 4 minibatches."""
+    ppo_image_size: int = 84
+    ppo_timed_updates: int = 4
+    """PPO updates timed per path (after one update of warm-up and capture)."""
     dmc100k_steps: int = 12_500
     dmc100k_eval_episodes: int = 10
     budget_s: float = 540.0
@@ -60,7 +68,8 @@ class Sizes:
     def smoke(cls) -> Sizes:
         return cls(env="tiny:point", image_size=32, warmup_steps=40, batch_size=16, update_steps=20, log_every=10,
                    timed_updates=4, sharing=(1, 2), atari="tiny:catch", ppo_steps=2 * 4 * 16, pretrain_episodes=3,
-                   pretrain_updates=6, dmc100k_steps=60, dmc100k_eval_episodes=1, budget_s=600.0)
+                   pretrain_updates=6, ppo_envs=4, ppo_horizon=16, ppo_image_size=36, ppo_timed_updates=1,
+                   dmc100k_steps=60, dmc100k_eval_episodes=1, budget_s=600.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -85,6 +94,27 @@ def _last(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def _tail(log: Path, n: int = 6) -> str:
     return " | ".join(log.read_text(errors="replace").strip().splitlines()[-n:]) if log.exists() else ""
+
+
+def _graph_vs_eager(measure: Callable[[bool], dict[str, Any]], rate: str) -> dict[str, Any]:
+    """``measure(graph)`` for the eager path, then the CUDA-graph one, each on its own (one failing leaves the
+    other's figure); with both, ``graph_vs_eager`` is the ratio of their ``rate``."""
+    out: dict[str, Any] = {}
+    for name, graph in (("eager", False), ("graph", True)):
+        try:
+            out[name] = measure(graph)
+        except Exception as e:  # noqa: BLE001 -- the other path's figure still counts
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+            traceback.print_exc()
+    if all(rate in out[name] for name in ("eager", "graph")):
+        out["graph_vs_eager"] = out["graph"][rate] / out["eager"][rate]
+    return out
+
+
+def _sync(device: str) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -117,13 +147,10 @@ def cuda_tests(sizes: Sizes, work: Path) -> dict[str, Any]:
 
 def sac_updates(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
     """SAC + online ATC updates/s on one run's replay: the eager step vs the captured graph."""
-    import torch
-
     from atcrl.rl.modes import EncoderMode
     from atcrl.train.sac_loop import SACLoopConfig, build_run, train
 
-    out: dict[str, Any] = {}
-    for name, graph in (("eager", False), ("graph", True)):
+    def measure(graph: bool) -> dict[str, Any]:
         cfg = SACLoopConfig(env=sizes.env, image_size=sizes.image_size, mode=EncoderMode.decoupled,
                             batch_size=sizes.batch_size,
                             warmup_steps=sizes.warmup_steps, steps=sizes.warmup_steps, eval_every=0, eval_episodes=0,
@@ -134,7 +161,7 @@ def sac_updates(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
             step = run.step_fn
             for _ in range(12):  # eager warm-up and capture of every phase
                 step()
-            sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+            sync = _sync(device)
             sync()
             start = time.perf_counter()
             for _ in range(sizes.timed_updates):
@@ -142,11 +169,53 @@ def sac_updates(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
             sync()
             seconds = time.perf_counter() - start
             step.read()  # and checks every metric is finite
-            out[name] = {"updates_per_s": sizes.timed_updates / seconds, "captured": bool(step.graphs)}
+            return {"updates_per_s": sizes.timed_updates / seconds, "captured": bool(step.graphs)}
         finally:
             run.close()
-    out["graph_vs_eager"] = out["graph"]["updates_per_s"] / out["eager"]["updates_per_s"]
-    return out
+
+    return _graph_vs_eager(measure, "updates_per_s")
+
+
+def ppo_updates(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
+    """PPO minibatch updates/s (end-to-end, Atari conv) on one random rollout: the eager step vs the captured graph."""
+    import torch
+
+    from atcrl.fastpath import FastPathConfig, prepare_module
+    from atcrl.nets.encoders import ConvEncoder
+    from atcrl.rl.modes import EncoderMode
+    from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
+    from atcrl.rl.rollout import Rollout
+    from atcrl.train.ppo_step import PPOStep
+
+    shape, actions = (4, sizes.ppo_image_size, sizes.ppo_image_size), 6
+    g = torch.Generator().manual_seed(0)
+    rollout = Rollout.empty(sizes.ppo_horizon, sizes.ppo_envs, shape, torch.uint8, device)
+    T, N = sizes.ppo_horizon, sizes.ppo_envs
+    rollout.inputs.copy_(torch.randint(0, 256, rollout.inputs.shape, generator=g, dtype=torch.uint8))
+    rollout.actions.copy_(torch.randint(0, actions, (T, N), generator=g))
+    rollout.logp.fill_(-math.log(actions))
+    rollout.rewards.copy_(torch.randn(T, N, generator=g))
+    rollout.terminated.copy_(torch.rand(T, N, generator=g) < 0.01)
+
+    def measure(graph: bool) -> dict[str, Any]:
+        torch.manual_seed(0)
+        fast = dataclasses.replace(FastPathConfig(), cuda_graph=graph)
+        net = ActorCritic(ConvEncoder("atari", shape), actions)
+        agent = PPOAgent(net, EncoderMode.end_to_end, PPOConfig(), device, fast=fast)
+        prepare_module(agent.net, fast)
+        step = PPOStep(agent)
+        agent.update(rollout, step=step)  # eager warm-up and capture
+        sync = _sync(device)
+        sync()
+        start = time.perf_counter()
+        for i in range(sizes.ppo_timed_updates):
+            agent.update(rollout, progress=i / 100, step=step)  # reads its metrics once: one sync each
+        sync()
+        minibatches = sizes.ppo_timed_updates * agent.cfg.epochs * agent.cfg.minibatches
+        return {"minibatch_updates_per_s": minibatches / (time.perf_counter() - start),
+                "minibatch_size": T * N // agent.cfg.minibatches, "captured": bool(step.runner.graphs)}
+
+    return _graph_vs_eager(measure, "minibatch_updates_per_s")
 
 
 def _frozen_encoder(sizes: Sizes, work: Path) -> Path:
@@ -211,23 +280,30 @@ def agents(sizes: Sizes, work: Path, device: str, deadline: float) -> list[dict[
 
 
 def pretrain(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
-    """Offline ATC pretraining (DMC preset, batch 256) on a few recorded episodes: updates/s."""
-    data, run = work / "pretrain-data", work / "pretrain-run"
-    batch = str(sizes.batch_size)
-    steps = [
-        ["collect", "--env", sizes.env, "--episodes", str(sizes.pretrain_episodes), "--policy", "random",
-         "--image-size", str(sizes.image_size), "--out", str(data)],
-        ["pretrain", "--data", str(data), "--preset", "dmc", "--updates", str(sizes.pretrain_updates),
-         "--batch-size", batch, "--warmup-updates", "1", "--log-every", str(max(1, sizes.pretrain_updates // 3)),
-         "--eval-every", str(sizes.pretrain_updates), "--device", device, "--no-tensorboard", "--out", str(run)],
-    ]
-    for args in steps:
-        log = work / f"{args[0]}.log"
-        proc = _atcrl(args, threads=os.cpu_count() or 1, log=log)
+    """Offline ATC pretraining (DMC preset, batch 256) on a few recorded episodes: updates/s of the eager step
+    and of the CUDA graph (``updates_per_s``: the faster of the two that ran)."""
+    data = work / "pretrain-data"
+    log = work / "collect.log"
+    proc = _atcrl(["collect", "--env", sizes.env, "--episodes", str(sizes.pretrain_episodes), "--policy", "random",
+                   "--image-size", str(sizes.image_size), "--out", str(data)], threads=os.cpu_count() or 1, log=log)
+    if proc.wait() != 0:
+        return {"error": f"atcrl collect exit {proc.returncode}: {_tail(log)}"}
+
+    def measure(graph: bool) -> dict[str, Any]:
+        run, log = work / f"pretrain-run-{int(graph)}", work / f"pretrain-{int(graph)}.log"
+        proc = _atcrl(["pretrain", "--data", str(data), "--preset", "dmc", "--updates", str(sizes.pretrain_updates),
+                       "--batch-size", str(sizes.batch_size), "--warmup-updates", "1",
+                       "--log-every", str(max(1, sizes.pretrain_updates // 3)), "--eval-every",
+                       str(sizes.pretrain_updates), "--fast.cuda-graph" if graph else "--fast.no-cuda-graph",
+                       "--device", device, "--no-tensorboard", "--out", str(run)], threads=os.cpu_count() or 1, log=log)
         if proc.wait() != 0:
-            return {"error": f"atcrl {args[0]} exit {proc.returncode}: {_tail(log)}"}
-    return {"updates_per_s": _last(_metrics(run), "perf/updates_per_s"), "batch_size": int(batch),
-            "device_data": "auto (on with CUDA)", "cuda_graph": "not implemented for pretraining"}
+            raise RuntimeError(f"atcrl pretrain exit {proc.returncode}: {_tail(log)}")
+        return {"updates_per_s": _last(_metrics(run), "perf/updates_per_s")}
+
+    out = _graph_vs_eager(measure, "updates_per_s")
+    rates = [out[name]["updates_per_s"] for name in ("eager", "graph") if "updates_per_s" in out[name]]
+    return {**out, "updates_per_s": max(rates) if rates else None, "batch_size": sizes.batch_size,
+            "device_data": "auto (on with CUDA)"}
 
 
 def dmc100k(sizes: Sizes, work: Path, device: str) -> dict[str, Any]:
@@ -294,11 +370,26 @@ def markdown(report: dict[str, Any]) -> str:
     for row in s.get("agents", []):
         each = ", ".join(map(str, row.get("steps_per_s_each", []))) or row.get("error", "")
         lines.append(f"| {row['agent']} | {row['runs']} | {each} | {row.get('steps_per_s_total', '-')} |")
-    for name in ("sac_updates", "pretrain", "dmc100k", "cuda_tests"):
+    lines += ["", "## Updates/s, CUDA graph vs eager (the same step; on the CPU both run eagerly)", "",
+              "| update | eager | graph | graph vs eager |", "|---|---|---|---|"]
+    for name, section, rate in (("SAC + online ATC", "sac_updates", "updates_per_s"),
+                                ("offline ATC pretraining", "pretrain", "updates_per_s"),
+                                ("PPO minibatch", "ppo_updates", "minibatch_updates_per_s")):
+        got = s.get(section) or {}
+        cells = [_cell(got.get(path, {}), rate) for path in ("eager", "graph")]
+        ratio = got.get("graph_vs_eager")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {'-' if ratio is None else f'{ratio:.2f}'} |")
+    for name in ("sac_updates", "pretrain", "ppo_updates", "dmc100k", "cuda_tests"):
         lines += ["", f"## {name}", "", "```", json.dumps(s.get(name), indent=1), "```"]
     if report["errors"]:
         lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _cell(path: dict[str, Any], rate: str) -> str:
+    if rate in path and path[rate] is not None:
+        return f"{path[rate]:.1f}"
+    return path.get("error", "not measured")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where gpu-check.json and gpu-check.md are written")
     parser.add_argument("--device", default="auto", help='"auto" (CUDA when available), "cuda", "cpu"')
     parser.add_argument("--smoke", action="store_true", help="toy sizes on tiny envs: checks the check, not the GPU")
-    parser.add_argument("--sections", default="cuda_tests,sac_updates,pretrain,dmc100k,agents",
+    parser.add_argument("--sections", default="cuda_tests,sac_updates,pretrain,ppo_updates,dmc100k,agents",
                         help="comma-separated subset of the sections, in this order")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -322,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda_tests": lambda w: cuda_tests(sizes, w),
         "sac_updates": lambda w: sac_updates(sizes, w, device),
         "pretrain": lambda w: pretrain(sizes, w, device),
+        "ppo_updates": lambda w: ppo_updates(sizes, w, device),
         "agents": lambda w: agents(sizes, w, device, deadline),
         "dmc100k": lambda w: dmc100k(sizes, w, device),
     }

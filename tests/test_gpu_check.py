@@ -35,7 +35,7 @@ def test_the_smoke_check_runs_every_section_and_writes_its_summary(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     assert report["errors"] == {}
-    assert set(report["sections"]) == {"cuda_tests", "sac_updates", "pretrain", "agents", "dmc100k"}
+    assert set(report["sections"]) == {"cuda_tests", "sac_updates", "pretrain", "ppo_updates", "agents", "dmc100k"}
     agents = report["sections"]["agents"]
     assert {row["agent"] for row in agents} == {"decoupled SAC + ATC, graph", "decoupled SAC + ATC, eager",
                                                 "decoupled SAC + ATC, graph, env overlapped",
@@ -46,10 +46,17 @@ def test_the_smoke_check_runs_every_section_and_writes_its_summary(tmp_path):
     updates = report["sections"]["sac_updates"]
     assert updates["eager"]["updates_per_s"] > 0 and updates["graph"]["captured"] is False  # no capture on CPU
     assert report["sections"]["cuda_tests"]["exit_code"] == 0
+    for section, rate in (("sac_updates", "updates_per_s"), ("pretrain", "updates_per_s"),
+                          ("ppo_updates", "minibatch_updates_per_s")):  # both paths run (eagerly, on the CPU)
+        got = report["sections"][section]
+        assert got["eager"][rate] > 0 and got["graph"][rate] > 0 and got["graph_vs_eager"] > 0, section
+    assert report["sections"]["ppo_updates"]["graph"]["captured"] is False
     assert report["sections"]["pretrain"]["updates_per_s"] > 0
     assert report["sections"]["dmc100k"]["agent_steps"] == 60
     assert report["machine"]["isa"] is not None and report["machine"]["cores"] >= 1
     md = (tmp_path / "gpu-check.md").read_text()
     for target in report["targets"]:
         assert target["target"] in md
+    for row in ("| SAC + online ATC |", "| offline ATC pretraining |", "| PPO minibatch |"):
+        assert row in md
     assert sum(t["measured"] is not None for t in report["targets"]) == 5  # all but 8 runs sharing (smoke: 2)

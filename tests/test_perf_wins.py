@@ -154,6 +154,25 @@ def test_random_shift_gathering_only_moved_rows_is_bit_identical_to_the_whole_ba
     assert unchanged == 64 if prob < 1e-6 else unchanged < 64  # the draws really moved rows
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("prob", [0.1, 0.5])
+def test_random_shift_on_cuda_keeps_the_drawn_rows_without_a_sync(prob):
+    from atcrl.nets.augment import _shift
+
+    x = torch.randint(0, 256, (64, 4, 12, 10), generator=torch.Generator().manual_seed(0)).to(torch.uint8).cuda()
+    torch.cuda.set_sync_debug_mode("error")  # picking the moved rows out (nonzero) would sync
+    try:
+        ours = random_shift(x, pad=3, prob=prob, generator=torch.Generator("cuda").manual_seed(7))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    g = torch.Generator("cuda").manual_seed(7)  # the same draws, in the same order
+    shifts = torch.randint(0, 7, (2, 64), device="cuda", generator=g) - 3
+    keep = torch.rand(64, device="cuda", generator=g) < prob
+    reference = x.clone()
+    reference[keep] = _shift(x[keep], shifts[:, keep])
+    assert torch.equal(ours, reference) and 0 < int(keep.sum()) < 64
+
+
 @pytest.mark.parametrize("max_norm", [0.0, 2.0, 10.0, 1e6])
 def test_clip_gradients_is_clip_grad_norm_bit_for_bit(max_norm):
     def params():

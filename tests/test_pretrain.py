@@ -23,8 +23,8 @@ from atcrl.encoder_io import load_encoder
 from atcrl.envs import make_env
 from atcrl.metrics_log import read_jsonl
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.train import pretrain
 from atcrl.train.pretrain import PretrainConfig, resolve_settings, run_pretrain
+from atcrl.train.pretrain_step import PretrainStep
 
 IMAGE = 40
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,19 +144,19 @@ def test_run_writes_everything_and_trains(reference_run, point_data):
 
 def test_crash_then_resume_equals_uninterrupted(reference_run, point_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_apply = pretrain.apply_ul_loss
+    real_step = PretrainStep.__call__
     calls = {"n": 0}
 
-    def crash_at_update_17(*args, **kwargs):
+    def crash_at_update_17(self, update):
         calls["n"] += 1
         if calls["n"] == 17:  # after the checkpoint at 10 and the log record at 15
             raise RuntimeError("simulated crash")
-        return real_apply(*args, **kwargs)
+        return real_step(self, update)
 
-    monkeypatch.setattr(pretrain, "apply_ul_loss", crash_at_update_17)
+    monkeypatch.setattr(PretrainStep, "__call__", crash_at_update_17)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pretrain(small(point_data, out))
-    monkeypatch.setattr(pretrain, "apply_ul_loss", real_apply)
+    monkeypatch.setattr(PretrainStep, "__call__", real_step)
     assert not (out / "encoder.safetensors").exists()
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")][-1] == 15
 
@@ -172,23 +172,23 @@ def test_crash_then_resume_equals_uninterrupted(reference_run, point_data, tmp_p
 def test_ctrl_c_checkpoints_after_the_current_update_and_resume_equals_uninterrupted(
         reference_run, point_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real_apply = pretrain.apply_ul_loss
+    real_step = PretrainStep.__call__
     calls = {"n": 0}
 
-    def ctrl_c_during_update_13(*args, **kwargs):
+    def ctrl_c_during_update_13(self, update):
         calls["n"] += 1
         if calls["n"] == 13:  # between the checkpoints at 10 and 20
             os.kill(os.getpid(), signal.SIGINT)
-        return real_apply(*args, **kwargs)
+        return real_step(self, update)
 
-    monkeypatch.setattr(pretrain, "apply_ul_loss", ctrl_c_during_update_13)
+    monkeypatch.setattr(PretrainStep, "__call__", ctrl_c_during_update_13)
     previous = signal.getsignal(signal.SIGINT)
     assert run_pretrain(small(point_data, out)) == 130
     assert signal.getsignal(signal.SIGINT) is previous  # the handler is gone again
     assert "stopped at update 13 of 20 (Ctrl-C)" in capsys.readouterr().err
     assert [s for s, _ in list_checkpoints(out / "checkpoints")][-1] == 13  # the update it was in finished
     assert not (out / "encoder.safetensors").exists()
-    monkeypatch.setattr(pretrain, "apply_ul_loss", real_apply)
+    monkeypatch.setattr(PretrainStep, "__call__", real_step)
     assert run_pretrain(small(point_data, out, resume=True)) == 0
     assert_same_state(encoder_weights(out), encoder_weights(reference_run))
     assert_same_state(final_state(out)["objective"], final_state(reference_run)["objective"])

@@ -14,8 +14,8 @@ from test_pretrain import assert_same_state, encoder_weights, final_state, recor
 
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.multitask import MultiTaskReplay
-from atcrl.train import pretrain
 from atcrl.train.pretrain import load_data, run_pretrain
+from atcrl.train.pretrain_step import PretrainStep
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,18 @@ def test_a_device_data_run_trains_and_resumes_exactly(point_data, tmp_path, monk
     assert not all(torch.equal(a, b) for a, b in zip(encoder_weights(straight).values(),
                                                      encoder_weights(host).values()))  # other batches
 
-    out, real, calls = tmp_path / "crashed", pretrain.apply_ul_loss, {"n": 0}
+    out, real, calls = tmp_path / "crashed", PretrainStep.__call__, {"n": 0}
 
-    def crash_at_update_13(*args, **kwargs):
+    def crash_at_update_13(self, update):
         calls["n"] += 1
         if calls["n"] == 13:  # after the checkpoint at update 10
             raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
+        return real(self, update)
 
-    monkeypatch.setattr(pretrain, "apply_ul_loss", crash_at_update_13)
+    monkeypatch.setattr(PretrainStep, "__call__", crash_at_update_13)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pretrain(small(point_data, out, device_data=True))
-    monkeypatch.setattr(pretrain, "apply_ul_loss", real)
+    monkeypatch.setattr(PretrainStep, "__call__", real)
     assert run_pretrain(small(point_data, out, device_data=True, resume=True)) == 0
     assert_same_state(encoder_weights(out), encoder_weights(straight))
     assert_same_state(final_state(out)["optimizer"], final_state(straight)["optimizer"])

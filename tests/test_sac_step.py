@@ -10,16 +10,17 @@ a checkpoint restore equals the replayed one, and replays make no host sync.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
-from test_sac import POINT, SMALL, random_policy_return
+from host_reads import no_host_reads
+from test_sac import POINT, SMALL, frozen_latent_agent, random_policy_return
 
 from atcrl.data.device_replay import DeviceReplay
+from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.sac import SACConfig
 from atcrl.train import sac_step
@@ -41,26 +42,6 @@ def _filled(cfg=DECOUPLED):
 def _weights(run) -> list[torch.Tensor]:
     return [t.detach().clone() for t in (*run.agent.state_dict()["modules"].values(),
                                          *run.objective.state_dict().values())]
-
-
-@contextlib.contextmanager
-def no_host_reads():
-    """Any read of a tensor's value on the host (what is a device sync on a GPU) raises inside."""
-    names = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def refuse(name):
-        def read(self, *args, **kwargs):
-            raise AssertionError(f"host read Tensor.{name} inside a sync-free step")
-        return read
-
-    for n in names:
-        setattr(torch.Tensor, n, refuse(n))
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.Tensor, n, f)
 
 
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
@@ -168,13 +149,6 @@ def _gpu_run(graph: bool):
     return _filled(cfg)
 
 
-@pytest.fixture
-def deterministic_cudnn(monkeypatch):
-    """Convolution backward without atomics, so two paths can agree to rounding."""
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-
-
 @pytest.mark.cuda
 def test_graph_replay_equals_eager_over_20_updates(deterministic_cudnn):
     eager, graph = _gpu_run(False), _gpu_run(True)
@@ -264,3 +238,37 @@ def test_online_ul_clips_with_the_objectives_own_clip_as_offline():
 def test_a_sequence_objective_is_refused_with_the_replay_on_the_device():
     with pytest.raises(ValueError, match="needs sequences: set device_replay False"):
         build_run(dataclasses.replace(DECOUPLED, ul="cpc"))
+
+
+# --- the frozen agent's uint8 latents -------------------------------------------------------------------------
+
+
+def test_uint8_latents_read_nothing_back_and_fix_their_scale_at_the_first_nonzero_features():
+    agent = frozen_latent_agent("uint8")
+    g = torch.Generator().manual_seed(0)
+    dim = torch.randint(0, 64, (4, *agent.encoder.in_shape), dtype=torch.uint8, generator=g)
+    with no_host_reads():  # what the loop runs once per agent step: no device sync on a GPU
+        dark = agent.latent(torch.zeros_like(dim))  # features all zero: nothing to fix the scale from yet
+        unset = agent.latent_scale.clone()
+        first = agent.latent(dim)
+        fixed = agent.latent_scale.clone()
+        again = agent.latent(dim * 2)
+    assert dark.dtype == torch.uint8 and not dark.any() and unset == 0
+    features = agent.encoder(dim)
+    assert fixed == pytest.approx(2 * float(features.max()) / 255) and agent.latent_scale == fixed  # fixed once
+    assert torch.equal(first, (features / fixed).round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(again, (agent.encoder(dim * 2) / fixed).round().clamp(0, 255).to(torch.uint8))
+
+
+def test_a_frozen_uint8_latent_run_with_the_device_replay_reads_nothing_back_per_observation():
+    from atcrl.train.sac_loop import _policy_input
+
+    cfg = dataclasses.replace(POINT, mode=EncoderMode.frozen, latent_replay=True, latent_dtype="uint8",
+                              device_replay=True, warmup_steps=0, steps=0)
+    torch.manual_seed(0)
+    run = build_run(cfg, encoder=ConvEncoder("dmc", (3, 32, 32)))
+    obs, _ = run.env.reset(seed=0)
+    with no_host_reads():  # the copy in and the conv's latent: what one agent step costs before its action
+        policy_input, stored = _policy_input(run, obs)
+    assert stored.dtype == torch.uint8 and policy_input is stored and run.agent.latent_scale > 0
+    run.close()

@@ -24,6 +24,10 @@ def random_shift(
     if prob >= 1:
         return _shift(x, shifts)
     keep = torch.rand(B, device=x.device, generator=generator) < prob
+    if x.device.type == "cuda":
+        # Picking the moved samples out would read their count back (a device sync, and no CUDA graph):
+        # on the GPU every sample is shifted and the kept ones selected, the same values.
+        return torch.where(keep.view(B, *([1] * (x.ndim - 1))), _shift(x, shifts), x)
     # Only the samples drawn to move are gathered; the rest (the centre crop) are copied through.
     moved = keep.nonzero().squeeze(1)
     out = x.clone(memory_format=torch.contiguous_format)

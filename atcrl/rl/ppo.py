@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -96,9 +96,10 @@ class ActorCritic(nn.Module):
 
 
 def policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped surrogate -E[min(r A, clamp(r, 1 - clip, 1 + clip) A)], and the fraction of clipped ratios."""
+    """Clipped surrogate -E[min(r A, clamp(r, 1 - clip, 1 + clip) A)], and the fraction of clipped ratios.
+    clip: a number, or a 0-d tensor on the device (a captured update reads it from device memory)."""
     ratio = torch.exp(logp - old_logp)
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
     clipped = ((ratio - 1).abs() > clip).float().mean()
@@ -117,7 +118,7 @@ def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_loss(
-    logits: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor], clip: float,
+    logits: torch.Tensor, values: torch.Tensor, batch: dict[str, torch.Tensor], clip: float | torch.Tensor,
     value_coef: float, entropy_coef: float, normalize_advantage: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss pi + value_coef * V - entropy_coef * H on a minibatch from ``Rollout.minibatches``."""
@@ -150,6 +151,32 @@ class Act:
     """[N] value estimate."""
     policy_input: torch.Tensor
     """What the rollout stores for the update: the observation, or its detached features (see ``caches_features``)."""
+
+
+class MinibatchStep(Protocol):
+    """What ``PPOAgent.update`` runs each minibatch with: ``step(batch, clip)`` updates and sums its metrics,
+    ``read()`` returns their means over the update (one device sync)."""
+
+    def __call__(self, batch: dict[str, torch.Tensor], clip: float) -> None: ...
+
+    def read(self) -> dict[str, float]: ...
+
+
+class EagerMinibatches:
+    """The plain ``MinibatchStep``: each minibatch checked and run eagerly, its metrics summed on the device."""
+
+    def __init__(self, agent: PPOAgent):
+        self.agent = agent
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def __call__(self, batch: dict[str, torch.Tensor], clip: float) -> None:
+        for k, v in self.agent.minibatch_update(batch, clip).items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def read(self) -> dict[str, float]:
+        return dict(zip(self.sums, (torch.stack(list(self.sums.values())) / self.n).tolist()))
 
 
 class PPOAgent(nn.Module):
@@ -249,46 +276,61 @@ class PPOAgent(nn.Module):
         """[N] value estimates."""
         return self.net.heads(self.net.features(self._obs(obs), self.acting_encoder))[1]
 
-    def update(self, rollout: Rollout, progress: float = 0.0,
-               generator: torch.Generator | None = None) -> dict[str, float]:
+    def update(self, rollout: Rollout, progress: float = 0.0, generator: torch.Generator | None = None,
+               step: MinibatchStep | None = None) -> dict[str, float]:
         """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
-        which sets the annealed learning rate and ratio clip."""
+        which sets the annealed learning rate and ratio clip.
+
+        step: runs each minibatch's update and sums its metrics (the training loop's sync-free step,
+        ``atcrl.train.ppo_step.PPOStep``, captured as a CUDA graph under cuda_graph); None = eagerly here,
+        each loss checked for NaN/inf before its optimizer step."""
         cfg = self.cfg
         scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
         lr, clip = cfg.lr * scale, cfg.clip * scale
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        params = self.rl_parameters()
+            if torch.is_tensor(group["lr"]):  # a captured step reads its rate from device memory
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        step = EagerMinibatches(self) if step is None else step
         advantages, returns = rollout.advantages(cfg.gamma, cfg.gae_lambda)
-        sums: dict[str, torch.Tensor] = {}
         n = 0
         for _ in range(cfg.epochs):
             for batch in rollout.minibatches(advantages, returns, cfg.minibatches, generator):
-                logits, values = self._heads(batch["inputs"])
-                loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
-                                         cfg.normalize_advantage)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"PPO loss is {loss.item()} at iteration {self.iterations} "
-                        f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
-                        f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
-                        "check the learning rate, the rewards and the observations for NaN/inf"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = clip_gradients(params, cfg.grad_clip)
-                self.optimizer.step()
-                metrics["rl/grad_norm"] = grad_norm.detach()
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                step(batch, clip)
                 n += 1
         self.iterations += 1
         self.gradient_steps += n
-        out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))  # one device sync
+        out = step.read()  # one device sync
         var_ret = returns.var()
         out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
         out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
         return out
+
+    def minibatch_update(self, batch: dict[str, torch.Tensor], clip: float | torch.Tensor, *,
+                         check: bool = True) -> dict[str, torch.Tensor]:
+        """One gradient step on a minibatch from ``Rollout.minibatches``: loss, backward, clip, Adam step.
+        Returns its metrics as 0-d device tensors.
+
+        clip: the ratio clip, a number or a 0-d device tensor (what a captured step reads each replay).
+        check: stop with FloatingPointError before the optimizer step if the loss is NaN/inf (reads it: a device
+        sync); False reads nothing back, so the step can be captured (a NaN shows in the metrics instead)."""
+        cfg = self.cfg
+        logits, values = self._heads(batch["inputs"])
+        loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
+                                 cfg.normalize_advantage)
+        if check and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"PPO loss is {loss.item()} at iteration {self.iterations} "
+                f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
+                f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
+                "check the learning rate, the rewards and the observations for NaN/inf"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["rl/grad_norm"] = clip_gradients(self.rl_parameters(), cfg.grad_clip, sync_free=not check).detach()
+        self.optimizer.step()
+        return metrics
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Networks, optimizer and counters: everything needed to resume the agent."""

@@ -121,6 +121,8 @@ class Rollout:
             "logp": self.logp.flatten(), "values": self.values.flatten(),
             "advantages": advantages.flatten(), "returns": returns.flatten(),
         }
-        order = torch.randperm(n, generator=generator).to(self.actions.device)
+        # Drawn on the host (the generator's stream); a pageable copy is staged before this returns, so it need
+        # not wait for the device (a blocking copy would: one sync per epoch on a GPU).
+        order = torch.randperm(n, generator=generator).to(self.actions.device, non_blocking=True)
         for idx in torch.tensor_split(order, n_minibatches):
             yield {k: v[idx] for k, v in flat.items()}

@@ -265,17 +265,19 @@ class SACAgent(nn.Module):
         """What a latent replay stores for pixel observations: the frozen conv's output as ``latent_dtype``.
 
         uint8: the first call whose features are not all zero fixes ``latent_scale`` (``LATENT_HEADROOM``).
+        Nothing here reads a value back to the host (no device sync per agent step): whether the scale is
+        still unset is decided on the device, and an unset scale (zeros only so far) stores zeros, exact in any.
         """
         if self.mode is not EncoderMode.frozen:
             raise ValueError("only a frozen encoder's outputs can be cached as latents")
         features = self.encoder(obs.to(self.device, non_blocking=True))
         if self.latent_dtype == "float16":
             return features.half()
-        if self.latent_scale == 0:
-            self.latent_scale.fill_(LATENT_HEADROOM * features.max() / 255)
-        if self.latent_scale == 0:  # nothing but zeros so far: exact in any scale
-            return torch.zeros_like(features, dtype=torch.uint8)
-        return (features / self.latent_scale).round_().clamp_(0, 255).to(torch.uint8)
+        unset = self.latent_scale == 0
+        self.latent_scale.copy_(torch.where(unset, LATENT_HEADROOM * features.max() / 255, self.latent_scale))
+        scale = self.latent_scale
+        levels = (features / torch.where(scale > 0, scale, 1.0)).round_().clamp_(0, 255)
+        return torch.where(scale > 0, levels, 0.0).to(torch.uint8)
 
     # ------------------------------------------------------------------ policy
     def policy(self, actor_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,23 +57,29 @@ def init_distributed(device_type: str) -> Dist:
 class _LossModule(nn.Module):
     """The objective's loss as a forward pass: DDP arms its gradient averaging in forward()."""
 
-    def __init__(self, objective: Objective) -> None:
+    def __init__(self, objective: Objective, loss: Callable[[PairBatch | SequenceBatch], Any]) -> None:
         super().__init__()
         self.objective = objective
+        self.loss = loss
 
-    def forward(self, batch: PairBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.objective.loss(batch)
+    def forward(self, batch: PairBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.loss(batch)
 
 
 def wrap_for_ddp(
-    objective: Objective, dist: Dist, device: torch.device
-) -> Callable[[PairBatch | SequenceBatch], tuple[torch.Tensor, dict[str, float]]]:
-    """``batch -> (loss, metrics)``; under DDP, backward of that loss averages gradients over ranks."""
+    objective: Objective, dist: Dist, device: torch.device,
+    loss: Callable[[PairBatch | SequenceBatch], tuple[torch.Tensor, dict[str, Any]]] | None = None,
+) -> Callable[[PairBatch | SequenceBatch], tuple[torch.Tensor, dict[str, Any]]]:
+    """``batch -> (loss, metrics)``; under DDP, backward of that loss averages gradients over ranks.
+
+    loss: which of the objective's loss methods to run (e.g. one with device-tensor metrics); None = ``loss``."""
+    loss = objective.loss if loss is None else loss
     if dist.world_size == 1:
-        return objective.loss
+        return loss
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(_LossModule(objective), device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(_LossModule(objective, loss),
+                                   device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def average_metrics(metrics: dict[str, float], dist: Dist, device: torch.device) -> dict[str, float]:

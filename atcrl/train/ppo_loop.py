@@ -49,6 +49,7 @@ from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent, PPOConfig
 from atcrl.rl.rollout import Rollout
 from atcrl.train.online_ul import OnlineUL, build_objective
+from atcrl.train.ppo_step import PPOStep
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 from atcrl.ul.optim import ULOptimConfig
 from atcrl.ul.registry import atc_family
@@ -274,6 +275,15 @@ class PPORun:
     ul_overlap: ULOverlap | None = None
     """With cfg.overlap_ul: the UL worker thread and what goes with it, made by the first overlapped
     iteration; ``stop_ul_thread`` ends the thread (``train`` does when it returns)."""
+    _step: PPOStep | None = field(default=None, repr=False)
+    """The minibatch update step (made at the first update after a build or a restore, see atcrl.train.ppo_step)."""
+
+    @property
+    def step_fn(self) -> PPOStep:
+        """The run's minibatch update step (see atcrl.train.ppo_step), made on first use."""
+        if self._step is None:
+            self._step = PPOStep(self.agent)
+        return self._step
 
     @property
     def step(self) -> int:
@@ -296,6 +306,7 @@ class PPORun:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a run; envs restart their episodes and the UL replay refills from empty."""
         self.agent.load_state_dict(state["agent"])
+        self._step = None  # a captured step points at the optimizer states just replaced
         self.iteration, self.episodes = int(state["iteration"]), int(state["episodes"])
         if self.ul is not None:
             self.ul.load_state_dict(state)
@@ -421,7 +432,8 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
 def _rl_update(run: PPORun, rollout: Rollout) -> dict[str, float]:
     """The PPO update of this iteration's rollout; its metrics."""
     itr = run.iteration
-    return run.agent.update(rollout, progress=itr / run.cfg.iterations, generator=_seeded(run.cfg.seed, itr, 1))
+    return run.agent.update(rollout, progress=itr / run.cfg.iterations, generator=_seeded(run.cfg.seed, itr, 1),
+                            step=run.step_fn)
 
 
 def _end_iteration(run: PPORun, metrics: dict[str, float], n_ul: int, seconds: float,

@@ -52,7 +52,7 @@ from atcrl.data.multitask import MultiTaskReplay
 from atcrl.data.replay import Replay
 from atcrl.device import resolve_device
 from atcrl.encoder_io import export_encoder
-from atcrl.fastpath import FastPathConfig, autocast, describe, prepare_module
+from atcrl.fastpath import FastPathConfig, autocast, captures, describe, prepare_module
 from atcrl.metrics_log import MetricsLogger
 from atcrl.nets.encoders import ConvEncoder, EncoderName
 from atcrl.presets import pretrain_preset
@@ -63,10 +63,10 @@ from atcrl.runlock import hold_dir_lock
 from atcrl.train.config_args import parse_overrides
 from atcrl.train.distributed import Dist, average_metrics, init_distributed, wrap_for_ddp
 from atcrl.train.interrupt import StopOnCtrlC
+from atcrl.train.pretrain_step import PretrainStep, tensor_loss
 from atcrl.ul.base import Objective, SamplingNeed
 from atcrl.ul.optim import (
     ULOptimConfig,
-    apply_ul_loss,
     make_ul_optimizer,
     objective_grad_clip,
     trainable_parameters,
@@ -348,6 +348,8 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
             raise PretrainError(f"device_data samples pair batches; {cfg.objective} samples sequences: "
                                 "drop --device-data")
         data = dataclasses.replace(data, train=data.train.to(device))
+    if captures(cfg.fast, device):
+        _check_capture(cfg, objective, data, dist, on_device, local_batch)
     optimizer, scheduler = make_ul_optimizer(objective, settings.optim, fast=cfg.fast)
 
     start = 0
@@ -370,7 +372,12 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         hold_dir_lock(out, what="run directory", fresh=not cfg.resume)
         _write_run_info(out, cfg, settings, data, dist, describe(cfg.fast, device))
     dist.barrier()
-    forward = wrap_for_ddp(objective, dist, device)
+    step = PretrainStep(objective, optimizer, scheduler, settings.optim,
+                        objective_grad_clip(settings.objective, settings.optim.grad_clip),
+                        seed=lambda update: update_rng(cfg.seed, dist.rank, update),
+                        draw=lambda rng: sample(data.train, need, local_batch, rng).to(device),
+                        forward=wrap_for_ddp(objective, dist, device, tensor_loss(objective)), fast=cfg.fast,
+                        device=device)
 
     logger = MetricsLogger(out, tensorboard=cfg.tensorboard, enabled=dist.is_main,
                            resume_from_step=start if cfg.resume else None,
@@ -378,8 +385,8 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     bar = Progress(total, initial=start, desc=f"pretrain {cfg.objective}", show=("ul/loss", "ul/accuracy"),
                    enabled=dist.is_main)
     window = _Window()
+    metrics: dict[str, float] = {}  # the last interval's means (the progress bar shows them)
     val_metrics: dict[str, float] = {}
-    grad_clip = objective_grad_clip(settings.objective, settings.optim.grad_clip)
     # Under DDP each rank would see Ctrl-C at a different update and wait for the others: there it aborts.
     ctrl_c = StopOnCtrlC("stopping with a checkpoint after this update", enabled=dist.world_size == 1)
     interrupted = False
@@ -387,20 +394,20 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         with ctrl_c:
             for update in range(start, stop):
                 t0 = time.perf_counter()
-                batch = sample(data.train, need, local_batch, update_rng(cfg.seed, dist.rank, update)).to(device)
-                t1 = time.perf_counter()
-                with autocast(device, cfg.fast):
-                    loss, metrics = forward(batch)
-                metrics = {**metrics, **apply_ul_loss(objective, optimizer, scheduler, loss, grad_clip)}
-                window.add(metrics, sample_s=t1 - t0, total_s=time.perf_counter() - t0)
+                step(update)
+                window.add(time.perf_counter() - t0)
                 done = update + 1
                 if done % cfg.log_every == 0 or done == stop:
-                    logger.log(done, average_metrics(window.flush(), dist, device))
+                    t0 = time.perf_counter()
+                    metrics = step.read()  # waits for the interval's updates: part of their time
+                    window.add(time.perf_counter() - t0, updates=0)
+                    logger.log(done, average_metrics({**metrics, **window.flush()}, dist, device))
                 if data.val is not None and dist.is_main and (done % cfg.eval_every == 0 or done == total):
                     val_metrics = validate(objective, data.val, need, local_batch, cfg, device)
                     logger.log(done, val_metrics)
                 interrupted = ctrl_c.requested and done < stop
                 if done % cfg.ckpt_every == 0 or done == stop or interrupted:
+                    step.check_finite()  # a diverged run never writes a checkpoint
                     _checkpoint(out, done, objective, optimizer, scheduler, cfg, dist)
                 bar.update(1, metrics)
                 if interrupted:
@@ -426,6 +433,24 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
         print(f"exported encoder to {path}", file=sys.stderr)
     dist.barrier()
     return 0
+
+
+def _check_capture(cfg: PretrainConfig, objective: Objective, data: Data, dist: Dist, on_device: bool,
+                   local_batch: int) -> None:
+    """PretrainError unless the update can be captured as one CUDA graph (fast.cuda_graph on CUDA)."""
+    fix = "or turn --fast.cuda-graph off"
+    if not on_device:
+        raise PretrainError(f"--fast.cuda-graph needs the training pairs on the device: drop --device-data False, "
+                            f"{fix}")
+    if dist.world_size > 1:
+        raise PretrainError(f"--fast.cuda-graph captures a single-process run, not {dist.world_size} DDP ranks: {fix}")
+    if tensor_loss(objective) == objective.loss:
+        raise PretrainError(f"--fast.cuda-graph needs an objective whose metrics stay on the device (the ATC "
+                            f"family); {cfg.objective} reads its metrics per update: {fix}")
+    tasks = len(data.train.replays)
+    if local_batch % tasks:
+        raise PretrainError(f"--fast.cuda-graph needs a batch that splits evenly over the {tasks} tasks (one graph, "
+                            f"fixed shares); {local_batch} does not: pick a multiple of {tasks}, {fix}")
 
 
 def _build_objective(cfg: PretrainConfig, settings: Settings, encoder: ConvEncoder, data: Data) -> Objective:
@@ -520,29 +545,21 @@ def _write_run_info(out: Path, cfg: PretrainConfig, settings: Settings, data: Da
 
 
 class _Window:
-    """Running sums of per-update metrics between two log records.
-
-    perf/updates_per_s counts sampling + update time only (not validation or checkpoint writes).
-    """
+    """Seconds spent on the updates between two log records, for perf/updates_per_s: the steps and the read of
+    their metrics (which waits for the device), not validation or checkpoint writes."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
         self.n = 0
-        self.sample_s = self.total_s = 0.0
+        self.seconds = 0.0
 
-    def add(self, metrics: dict[str, float], *, sample_s: float, total_s: float) -> None:
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.n += 1
-        self.sample_s += sample_s
-        self.total_s += total_s
+    def add(self, seconds: float, *, updates: int = 1) -> None:
+        self.n += updates
+        self.seconds += seconds
 
     def flush(self) -> dict[str, float]:
-        means = {k: v / self.n for k, v in self.sums.items()}
-        means["perf/updates_per_s"] = self.n / self.total_s if self.total_s > 0 else 0.0
-        means["perf/sample_fraction"] = self.sample_s / self.total_s if self.total_s > 0 else 0.0
+        rate = self.n / self.seconds if self.seconds > 0 else 0.0
         self.__init__()
-        return means
+        return {"perf/updates_per_s": rate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,83 +30,19 @@ its step on ``load_state_dict`` and captures anew (``SACRun.load_state_dict``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from atcrl.data.batches import TransitionBatch
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.fastpath import autocast, captures
+from atcrl.train.captured import Captured
 
 if TYPE_CHECKING:
     from atcrl.train.sac_loop import SACRun
 
-__all__ = ["WARMUP_UPDATES", "DeviceMeter", "SACStep"]
-
-WARMUP_UPDATES = 4
-"""Eager updates on a side stream before a CUDA graph is captured (torch's capture needs a few)."""
-
-
-class DeviceMeter:
-    """Running sums of named 0-d metrics on the device, read (one sync) once per interval.
-
-    Device metrics are added into fixed slots of one float64 tensor allocated up front, so the adds can
-    sit inside a captured graph; how many times each was added is counted on the host (``count``), since
-    a replayed graph runs no Python. Host-side numbers (e.g. the UL learning rate) are summed apart.
-    """
-
-    SLOTS = 64
-
-    def __init__(self, device: torch.device):
-        self.sums = torch.zeros(self.SLOTS, dtype=torch.float64, device=device)
-        self.slot: dict[str, int] = {}
-        self.counts: dict[str, int] = {}
-        self.host: dict[str, float] = {}
-
-    def add(self, stats: dict[str, torch.Tensor]) -> list[str]:
-        """Add device metrics into their slots (no sync); returns their names, for ``count``."""
-        for name, value in stats.items():
-            if name not in self.slot:
-                if len(self.slot) == self.SLOTS:
-                    raise ValueError(f"more than {self.SLOTS} metrics: raise DeviceMeter.SLOTS")
-                self.slot[name] = len(self.slot)
-            self.sums[self.slot[name]] += value.detach().reshape(())
-        return list(stats)
-
-    def count(self, names: list[str]) -> None:
-        for name in names:
-            self.counts[name] = self.counts.get(name, 0) + 1
-
-    def add_host(self, name: str, value: float) -> None:
-        self.host[name] = self.host.get(name, 0.0) + value
-        self.count([name])
-
-    def _totals(self) -> dict[str, float]:
-        """Every metric's sum since the last read, device and host ones (one sync)."""
-        sums = dict(zip(self.slot, self.sums[: len(self.slot)].tolist()))
-        sums.update(self.host)
-        return {name: sums[name] for name, n in self.counts.items() if n}
-
-    def read(self) -> dict[str, float]:
-        """Interval means of every metric added since the last read; FloatingPointError if one is NaN/inf."""
-        means = {name: total / self.counts[name] for name, total in self._totals().items()}
-        self.sums.zero_()
-        self.counts.clear()
-        self.host.clear()
-        _raise_if_nonfinite(means)
-        return means
-
-    def check_finite(self) -> None:
-        """FloatingPointError if a metric summed so far is NaN/inf (one sync; the sums are kept)."""
-        _raise_if_nonfinite(self._totals())
-
-
-def _raise_if_nonfinite(values: dict[str, float]) -> None:
-    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-    if bad:
-        raise FloatingPointError(
-            f"{', '.join(bad)} became NaN/inf: stopping before it corrupts a checkpoint "
-            "(check the learning rates, the reward scale and the replay for NaN/inf)")
+__all__ = ["SACStep"]
 
 
 class SACStep:
@@ -128,11 +64,8 @@ class SACStep:
         # On the CPU every check is free, so a NaN/inf stops the run before its optimizer step.
         self.check = self.device.type == "cpu"
         self.period = math.lcm(agent.cfg.actor_update_every, agent.cfg.target_update_every)
-        self.meter = DeviceMeter(self.device)
-        self.names: dict[int, list[str]] = {}  # device metrics each phase adds (its graph replays them)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self._pool: Any = None
-        self._warm = 0
+        self.runner = Captured(self.device, self.capture)  # one graph per phase of the cadence
+        self.meter = self.runner.meter
         self._out: TransitionBatch | None = None  # host replay on CUDA: the pinned buffer batches are gathered into
         self._copied: torch.cuda.Event | None = None  # and the event that marks the last copy out of it done
 
@@ -141,12 +74,8 @@ class SACStep:
         run, agent = self.run, self.run.agent
         phase = agent.updates % self.period
         actor, targets = agent.schedule(agent.updates)
-        if self.capture:
-            self._captured(phase, actor, targets)
-        else:
-            self.names[phase] = self._body(actor, targets)
+        self.runner(phase, lambda: self._body(actor, targets))
         agent.updates += 1
-        self.meter.count(self.names[phase])
         if run.ul is not None and self.reuse:
             self.meter.add_host("ul/lr", run.ul.advance())
 
@@ -163,8 +92,7 @@ class SACStep:
                 loss, ul_stats = run.ul.objective.loss_terms(features, batch.next_obs)  # type: ignore[attr-defined]
             stats = {**stats, **ul_stats, **run.ul.apply_tensors(loss, check=self.check)}
         elif run.ul is not None:
-            for name, value in run.ul.update(run.rng).items():
-                self.meter.add_host(name, value)
+            self.meter.add(run.ul.update(run.rng))  # host numbers: summed on the host
         return self.meter.add(stats)
 
     def _sample(self) -> TransitionBatch:
@@ -184,24 +112,10 @@ class SACStep:
         self._copied.record()
         return batch
 
-    def _captured(self, phase: int, actor: bool, targets: bool) -> None:
-        if phase in self.graphs:
-            self.graphs[phase].replay()
-            return
-        if self._warm < WARMUP_UPDATES:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self.names[phase] = self._body(actor, targets)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self._warm += 1
-            return
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self.names[phase] = self._body(actor, targets)
-        self._pool = graph.pool()  # every phase's graph shares one memory pool; they replay in turn
-        self.graphs[phase] = graph
-        graph.replay()  # capturing recorded this update without running it
+    @property
+    def graphs(self) -> dict:
+        """The captured graph of each phase (empty where nothing is captured)."""
+        return self.runner.graphs
 
     # ------------------------------------------------------------------ metrics
     def read(self) -> dict[str, float]:

@@ -126,17 +126,23 @@ class ATC(nn.Module):
 
     def loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Shift anchor and positive independently, encode, and score the pairs."""
+        loss, stats = self.loss_tensors(batch)
+        return loss, _floats(stats)
+
+    def loss_tensors(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss`` with its metrics as 0-d tensors on the device: nothing waits for the device (on a GPU,
+        CUDA-graph safe), so a sync-free training step can sum them where they are."""
         check_input(self.encoder, tuple(batch.anchor.shape[1:]))
         anchor = self._augment(batch.anchor)
         positive = self._augment(batch.positive)
-        return self.loss_from_features(self.encoder(anchor), positive, batch.valid)
+        return self.loss_terms(self.encoder(anchor), positive, batch.valid)
 
     def loss_from_features(
         self, anchor_features: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``loss_terms`` with its metrics read as floats (one device sync)."""
         loss, stats = self.loss_terms(anchor_features, positive, valid)
-        return loss, dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+        return loss, _floats(stats)
 
     def loss_terms(
         self, anchor_features: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
@@ -204,3 +210,8 @@ class ATC(nn.Module):
         """Move the momentum target encoder and compressor towards the online weights."""
         momentum_update(self.target_encoder, self.encoder, self.cfg.target_tau)
         momentum_update(self.target_compressor, self.compressor, self.cfg.target_tau)
+
+
+def _floats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-d metric tensors read as floats in one device sync."""
+    return dict(zip(stats, torch.stack(list(stats.values())).tolist()))
