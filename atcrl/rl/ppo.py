@@ -138,6 +138,58 @@ def ppo_loss(
     }
 
 
+def start_update(optimizer: torch.optim.Optimizer, cfg: PPOConfig, progress: float) -> tuple[float, float]:
+    """Set the optimizer's learning rate for an update at ``progress`` (fraction of training done, in [0, 1]);
+    returns (learning rate, ratio clip), both annealed linearly to 0 with ``cfg.anneal``."""
+    scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
+    lr, clip = cfg.lr * scale, cfg.clip * scale
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr, clip
+
+
+def optimize(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor,
+             metrics: dict[str, torch.Tensor], grad_clip: float, iteration: int) -> None:
+    """One gradient step on a PPO loss (``ppo_loss``'s): refuse a NaN/inf loss before it reaches the weights,
+    backward, clip to ``grad_clip`` and step; adds ``rl/grad_norm`` to ``metrics``."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"PPO loss is {loss.item()} at iteration {iteration} "
+            f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
+            f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
+            "check the learning rate, the rewards and the observations for NaN/inf"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = clip_gradients(params, grad_clip)
+    optimizer.step()
+    metrics["rl/grad_norm"] = grad_norm.detach()
+
+
+def accumulate(sums: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
+    """Add one minibatch's metrics to the update's running sums."""
+    for k, v in metrics.items():
+        sums[k] = sums.get(k, 0.0) + v
+
+
+def update_metrics(sums: dict[str, torch.Tensor], n: int, rollout: Rollout, advantages: torch.Tensor,
+                   returns: torch.Tensor, lr: float, clip: float) -> dict[str, float]:
+    """An update's metrics: the minibatch averages, the value's explained variance, lr, clip, mean advantage."""
+    out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))  # one device sync
+    var_ret = returns.var()
+    out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
+    out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
+    return out
+
+
+def policy_input_spec(encoder: ConvEncoder, mode: EncoderMode) -> tuple[tuple[int, ...], torch.dtype]:
+    """Shape (per sample) and dtype of what a rollout stores for the policy: the conv's features where the RL
+    loss cannot reach the conv (they are computed once, while acting), else the uint8 observation."""
+    if mode is not EncoderMode.end_to_end:
+        return (encoder.feature_dim,), torch.float32
+    return encoder.in_shape, torch.uint8
+
+
 @dataclass
 class Act:
     """What ``PPOAgent.act`` returns for a batch of observations."""
@@ -214,9 +266,7 @@ class PPOAgent(nn.Module):
 
     def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
         """Shape (per sample) and dtype of ``Act.policy_input``, for ``Rollout.empty``."""
-        if self.caches_features:
-            return (self.net.encoder.feature_dim,), torch.float32
-        return self.net.encoder.in_shape, torch.uint8
+        return policy_input_spec(self.net.encoder, self.mode)
 
     def _obs(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs).to(self.device, non_blocking=True)
@@ -254,10 +304,7 @@ class PPOAgent(nn.Module):
         """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
         which sets the annealed learning rate and ratio clip."""
         cfg = self.cfg
-        scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
-        lr, clip = cfg.lr * scale, cfg.clip * scale
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr, clip = start_update(self.optimizer, cfg, progress)
         params = self.rl_parameters()
         advantages, returns = rollout.advantages(cfg.gamma, cfg.gae_lambda)
         sums: dict[str, torch.Tensor] = {}
@@ -267,28 +314,12 @@ class PPOAgent(nn.Module):
                 logits, values = self._heads(batch["inputs"])
                 loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
                                          cfg.normalize_advantage)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"PPO loss is {loss.item()} at iteration {self.iterations} "
-                        f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
-                        f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
-                        "check the learning rate, the rewards and the observations for NaN/inf"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = clip_gradients(params, cfg.grad_clip)
-                self.optimizer.step()
-                metrics["rl/grad_norm"] = grad_norm.detach()
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                optimize(self.optimizer, params, loss, metrics, cfg.grad_clip, self.iterations)
+                accumulate(sums, metrics)
                 n += 1
         self.iterations += 1
         self.gradient_steps += n
-        out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))  # one device sync
-        var_ret = returns.var()
-        out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
-        out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
-        return out
+        return update_metrics(sums, n, rollout, advantages, returns, lr, clip)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Networks, optimizer and counters: everything needed to resume the agent."""
