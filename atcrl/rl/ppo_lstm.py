@@ -173,12 +173,14 @@ class PPOLSTMAgent(nn.Module):
 
     State layout as every agent: ``state_dict()["modules"]`` holds the weights (the network under ``net.``),
     beside the optimizer state and the counters. ``fast``: the update's conv forward pass runs under its
-    autocast and the optimizer uses its kernels; the LSTM and heads run in float32.
+    autocast and the optimizer uses its kernels; the LSTM and heads run in float32. ``clip_rewards``: the
+    LSTM reads sign(reward) as the previous reward (as the loop learns from it), else the reward itself.
     """
 
     def __init__(self, net: RecurrentActorCritic, mode: EncoderMode, cfg: PPOLSTMConfig = PPOLSTMConfig(),
-                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None, clip_rewards: bool = False):
         super().__init__()
+        self.clip_rewards = clip_rewards
         self.net = net.to(device)
         self.mode = EncoderMode(mode)
         self.cfg = cfg
@@ -207,6 +209,10 @@ class PPOLSTMAgent(nn.Module):
     def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
         """Shape (per sample) and dtype of ``RecurrentAct.policy_input``, for ``RecurrentRollout.empty``."""
         return policy_input_spec(self.net.encoder, self.mode)
+
+    def input_reward(self, reward: float) -> float:
+        """The previous-reward input for an env reward (its sign with ``clip_rewards``)."""
+        return float(np.sign(reward)) if self.clip_rewards else float(reward)
 
     def initial_state(self, n: int) -> LSTMState:
         return self.net.initial_state(n, self.device)

@@ -179,7 +179,7 @@ def build_run(cfg: PPOLSTMLoopConfig, *, encoder: Any = None) -> PPOLSTMRun:
     process, device, env, meta, encoder = build_env_and_encoder(cfg, encoder)
     obs_shape = tuple(env.single_observation_space.shape)
     net = RecurrentActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden, cfg.ppo.lstm)
-    agent = PPOLSTMAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
+    agent = PPOLSTMAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast, clip_rewards=cfg.clip_rewards)
     ul = build_online_ul(cfg, agent.net.encoder, net.n_actions, (meta.frame_channels, *obs_shape[1:]),
                          meta.frame_stack, device)
     prepare_module(agent.net, cfg.fast)
