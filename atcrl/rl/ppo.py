@@ -204,19 +204,19 @@ class Act:
     """What the rollout stores for the update: the observation, or its detached features (see ``caches_features``)."""
 
 
-class PPOAgent(nn.Module):
-    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume.
-
-    A module like SACAgent, with the same state layout: ``state_dict()["modules"]`` holds the weights
-    (the network under ``net.``), beside the optimizer state and the counters.
+class PPOModule(nn.Module):
+    """What every PPO agent holds: a network ``net`` with a conv ``net.encoder``, its mode, the RL optimizer over
+    ``rl_parameters()`` (which each agent defines) and the counters needed to resume; and its state layout,
+    as SACAgent's: ``state_dict()["modules"]`` holds the weights (the network under ``net.``), beside the
+    optimizer state and the counters.
 
     fast: run the update's forward pass under this fast path's autocast and step with its optimizer kernels
-    (``fastpath.adam``); None runs it as it is.
-    (The activation layout is set on ``net`` by ``fastpath.prepare_module``.)
+    (``fastpath.adam``); None runs it as it is. (The activation layout is set on ``net`` by
+    ``fastpath.prepare_module``.)
     """
 
-    def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
-                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+    def __init__(self, net: nn.Module, mode: EncoderMode, cfg: PPOConfig, device: torch.device | str,
+                 fast: FastPathConfig | None):
         super().__init__()
         self.net = net.to(device)
         self.mode = EncoderMode(mode)
@@ -229,6 +229,53 @@ class PPOAgent(nn.Module):
         self.iterations = 0
         """PPO updates (one per rollout) done so far."""
         self.gradient_steps = 0
+
+    def rl_parameters(self) -> list[nn.Parameter]:
+        """What the RL optimizer owns."""
+        raise NotImplementedError
+
+    @property
+    def caches_features(self) -> bool:
+        """Store conv features instead of pixels in the rollout.
+
+        When the RL loss cannot reach the encoder, the features computed while acting are exactly
+        what the PPO epochs would recompute, provided the encoder does not change in between —
+        the loops run UL updates only after the RL update, so it does not. (With PPO's overlap_ul,
+        UL updates run while acting, which reads a snapshot of the conv: the stored features are still
+        the ones the actions were sampled from.)
+        """
+        return self.mode is not EncoderMode.end_to_end
+
+    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape (per sample) and dtype of what the rollout stores for the policy, for ``Rollout.empty``."""
+        return policy_input_spec(self.net.encoder, self.mode)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """Networks, optimizer and counters: everything needed to resume the agent."""
+        return {
+            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
+            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        name = type(self).__name__
+        if not isinstance(state, dict) or "modules" not in state:
+            raise ValueError(f"not a {name} state (expected the dict from {name}.state_dict())")
+        if state.get("mode", self.mode.value) != self.mode.value:
+            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
+        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iterations = int(state["iterations"])
+        self.gradient_steps = int(state["gradient_steps"])
+        return result
+
+
+class PPOAgent(PPOModule):
+    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume (see ``PPOModule``)."""
+
+    def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
+                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+        super().__init__(net, mode, cfg, device, fast)
         self._acting: list[ConvEncoder | None] = [None]  # in a list, so the snapshot is no submodule of the agent
 
     @property
@@ -251,22 +298,6 @@ class PPOAgent(nn.Module):
         if self.mode is EncoderMode.end_to_end:
             params += list(self.net.encoder.parameters())
         return params
-
-    @property
-    def caches_features(self) -> bool:
-        """Store features instead of pixels in the rollout.
-
-        When the RL loss cannot reach the encoder, the features computed while acting are exactly
-        what the PPO epochs would recompute, provided the encoder does not change in between —
-        the loop runs UL updates only after the RL update, so it does not. (With the loop's overlap_ul,
-        UL updates run while acting, which reads a snapshot of the conv: the stored features are still
-        the ones the actions were sampled from.)
-        """
-        return self.mode is not EncoderMode.end_to_end
-
-    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
-        """Shape (per sample) and dtype of ``Act.policy_input``, for ``Rollout.empty``."""
-        return policy_input_spec(self.net.encoder, self.mode)
 
     def _obs(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs).to(self.device, non_blocking=True)
@@ -320,21 +351,3 @@ class PPOAgent(nn.Module):
         self.iterations += 1
         self.gradient_steps += n
         return update_metrics(sums, n, rollout, advantages, returns, lr, clip)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """Networks, optimizer and counters: everything needed to resume the agent."""
-        return {
-            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
-            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
-        }
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        if not isinstance(state, dict) or "modules" not in state:
-            raise ValueError("not a PPOAgent state (expected the dict from PPOAgent.state_dict())")
-        if state.get("mode", self.mode.value) != self.mode.value:
-            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
-        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iterations = int(state["iterations"])
-        self.gradient_steps = int(state["gradient_steps"])
-        return result

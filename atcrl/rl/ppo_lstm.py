@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atcrl.fastpath import FastPathConfig, adam, autocast
+from atcrl.fastpath import FastPathConfig, autocast
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode, rl_features
 from atcrl.rl.ppo import (
     PPOConfig,
+    PPOModule,
     accumulate,
     optimize,
-    policy_input_spec,
     ppo_loss,
     start_update,
     update_metrics,
@@ -168,30 +168,17 @@ class RecurrentAct:
     """The LSTM state after this step."""
 
 
-class PPOLSTMAgent(nn.Module):
-    """A RecurrentActorCritic, its mode, the RL optimizer and the counters needed to resume.
+class PPOLSTMAgent(PPOModule):
+    """A RecurrentActorCritic, its mode, the RL optimizer and the counters needed to resume (see ``PPOModule``).
 
-    State layout as every agent: ``state_dict()["modules"]`` holds the weights (the network under ``net.``),
-    beside the optimizer state and the counters. ``fast``: the update's conv forward pass runs under its
-    autocast and the optimizer uses its kernels; the LSTM and heads run in float32. ``clip_rewards``: the
-    LSTM reads sign(reward) as the previous reward (as the loop learns from it), else the reward itself.
+    The LSTM and heads run in float32 (only the conv runs under the fast path's autocast). ``clip_rewards``:
+    the LSTM reads sign(reward) as the previous reward (as the loop learns from it), else the reward itself.
     """
 
     def __init__(self, net: RecurrentActorCritic, mode: EncoderMode, cfg: PPOLSTMConfig = PPOLSTMConfig(),
                  device: torch.device | str = "cpu", fast: FastPathConfig | None = None, clip_rewards: bool = False):
-        super().__init__()
+        super().__init__(net, mode, cfg, device, fast)
         self.clip_rewards = clip_rewards
-        self.net = net.to(device)
-        self.mode = EncoderMode(mode)
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.fast = fast
-        if self.mode is EncoderMode.frozen:
-            self.net.encoder.requires_grad_(False)  # nothing, RL or UL, may change a frozen encoder
-        self.optimizer = adam(self.rl_parameters(), fast, lr=cfg.lr)
-        self.iterations = 0
-        """PPO updates (one per rollout) done so far."""
-        self.gradient_steps = 0
 
     def rl_parameters(self) -> list[nn.Parameter]:
         """What the RL optimizer owns: fc, LSTM and head, plus the conv only when RL trains it."""
@@ -199,16 +186,6 @@ class PPOLSTMAgent(nn.Module):
         if self.mode is EncoderMode.end_to_end:
             params += list(self.net.encoder.parameters())
         return params
-
-    @property
-    def caches_features(self) -> bool:
-        """Store conv features instead of pixels in the rollout where the RL loss cannot reach the conv (the
-        loop runs UL only after the RL update, so they are what the update would recompute)."""
-        return self.mode is not EncoderMode.end_to_end
-
-    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
-        """Shape (per sample) and dtype of ``RecurrentAct.policy_input``, for ``RecurrentRollout.empty``."""
-        return policy_input_spec(self.net.encoder, self.mode)
 
     def input_reward(self, reward: float) -> float:
         """The previous-reward input for an env reward (its sign with ``clip_rewards``)."""
@@ -278,21 +255,3 @@ class PPOLSTMAgent(nn.Module):
         self.iterations += 1
         self.gradient_steps += n
         return update_metrics(sums, n, steps, advantages, returns, lr, clip)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """Networks, optimizer and counters: everything needed to resume the agent."""
-        return {
-            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
-            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
-        }
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        if not isinstance(state, dict) or "modules" not in state:
-            raise ValueError("not a PPOLSTMAgent state (expected the dict from PPOLSTMAgent.state_dict())")
-        if state.get("mode", self.mode.value) != self.mode.value:
-            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
-        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iterations = int(state["iterations"])
-        self.gradient_steps = int(state["gradient_steps"])
-        return result
