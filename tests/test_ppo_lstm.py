@@ -5,16 +5,12 @@ evaluate, collect)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from reltools import start, wait_for
 
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.cli import main as atcrl
@@ -27,7 +23,6 @@ from atcrl.rl.ppo_lstm import PPOLSTMAgent, PPOLSTMConfig, RecurrentActorCritic,
 from atcrl.train import ppo_loop
 from atcrl.train.ppo_lstm_loop import PPOLSTMLoopConfig, build_run, collect, train
 
-ROOT = Path(__file__).resolve().parents[1]
 FP32 = FastPathConfig.fp32_eager()
 SMALL = PPOLSTMConfig(hidden=16, lstm=16)
 
@@ -102,8 +97,8 @@ def test_an_episode_start_mid_sequence_zeroes_the_state_and_the_previous_action_
 
 
 def small_loop(**kw) -> PPOLSTMLoopConfig:
-    base = dict(env="tiny:cue", image_size=24, num_envs=4, horizon=10, steps=80, ul="none",
-                mode=EncoderMode.end_to_end, device="cpu", fast=FP32, ppo=SMALL)
+    base = {"env": "tiny:cue", "image_size": 24, "num_envs": 4, "horizon": 10, "steps": 80, "ul": "none",
+            "mode": EncoderMode.end_to_end, "device": "cpu", "fast": FP32, "ppo": SMALL}
     return PPOLSTMLoopConfig(**{**base, **kw})
 
 
@@ -163,8 +158,9 @@ def test_a_prioritised_ul_run_scores_its_steps_by_advantage():
 
 def test_the_recurrent_agent_solves_the_memory_task_and_the_feed_forward_one_stays_at_chance():
     torch.set_num_threads(1)
-    common = dict(env="tiny:cue", image_size=24, encoder="dmlab", frame_stack=1, num_envs=8, horizon=16,
-                  steps=8_000, ul="none", mode=EncoderMode.end_to_end, device="cpu", fast=FP32, seed=0)
+    common = {"env": "tiny:cue", "image_size": 24, "encoder": "dmlab", "frame_stack": 1, "num_envs": 8,
+              "horizon": 16, "steps": 8_000, "ul": "none", "mode": EncoderMode.end_to_end, "device": "cpu",
+              "fast": FP32, "seed": 0}
     lstm = build_run(PPOLSTMLoopConfig(**common, ppo=PPOLSTMConfig(hidden=32, lstm=32, lr=2e-3, epochs=4,
                                                                    anneal=False)))
     recurrent = [m["rl/episode_return"] for _, m in train(lstm)[-20:]]
@@ -184,17 +180,12 @@ CLI = ["--preset", "dmlab-ppo-rl-atc", "--env", "tiny:cue", "--ppo-lstm.image-si
 def test_kill_9_then_resume_reaches_the_uninterrupted_runs_step_and_counters_and_evaluate_collect_act(tmp_path, capsys):
     args = [*CLI, "--steps", "1280", "--ckpt-every", "64"]
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "atcrl.cli", "train", *args, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while not (killed / "checkpoints" / "ckpt_000192.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.01)
+    proc = start(["train", *args, "--out", killed])
+    wait_for(lambda: (killed / "checkpoints" / "ckpt_000192.pt").exists(), proc, timeout=180)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
     last = list_checkpoints(killed / "checkpoints")[-1][0]
     assert 192 <= last < 1280
     assert atcrl(["train", "--resume", str(killed)]) == 0
@@ -215,3 +206,39 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_runs_step_and_counters_and
     assert atcrl(["collect", "--checkpoint", str(straight), "--episodes", "3", "--out", str(tmp_path / "d"),
                   "--explore"]) == 0
     assert len(list((tmp_path / "d").rglob("*.npz"))) == 3
+
+
+def test_the_actor_carries_its_state_through_an_episode_and_reset_starts_afresh():
+    from atcrl.train.algorithms import RecurrentActor, after_step, start_episode
+
+    agent = agent_on((3, 24, 24), EncoderMode.end_to_end)
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (5, 1, 3, 24, 24), generator=g, dtype=torch.uint8)
+    act = RecurrentActor(agent, explore=False, generator=None)
+    actions = []
+    for t, obs in enumerate(frames):
+        actions.append(act(obs[0].numpy()))
+        after_step(act, float(t))
+    # The same five steps as one sequence through the network: the actor's state is its final state.
+    prev = torch.tensor([[0], *[[a] for a in actions[:-1]]])
+    starts = torch.zeros(5, 1, dtype=torch.bool)
+    starts[0] = True
+    with torch.no_grad():
+        feats = agent.net.features(frames.flatten(0, 1)).view(5, 1, -1)
+        logits, _, (h, _) = agent.net.core(feats, prev, torch.arange(-1.0, 4.0)[:, None], starts,
+                                           agent.initial_state(1))
+    assert actions == logits.argmax(-1)[:, 0].tolist() and torch.allclose(act.state[0], h, atol=1e-6)
+    start_episode(act)
+    assert act.state[0].abs().sum() == 0 and bool(act.starts[0])
+
+
+def test_a_3d_smoke_run_on_miniworld():
+    pytest.importorskip("miniworld")
+    cfg = PPOLSTMLoopConfig(env="gym:MiniWorld-FourRooms-v0", image_size=48, num_envs=2, horizon=8, steps=32,
+                            mode=EncoderMode.end_to_end, ul="none", device="cpu", fast=FP32, ppo=SMALL)
+    run = build_run(cfg)
+    try:
+        history = train(run)
+    finally:
+        run.env.close()
+    assert run.agent.iterations == 2 and np.isfinite(history[-1][1]["rl/loss"])

@@ -20,7 +20,7 @@ from atcrl.checkpoint import load_checkpoint, save_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
 from atcrl.rl.rollout import Rollout
-from atcrl.train.ppo_loop import HeldWrites, PPOLoopConfig, seeded, build_run, collect, iterate, train
+from atcrl.train.ppo_loop import HeldWrites, PPOLoopConfig, build_run, collect, iterate, seeded, train
 
 
 def overlapped(**kw) -> PPOLoopConfig:

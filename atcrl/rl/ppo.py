@@ -13,6 +13,7 @@ log-probabilities and ratios are float32. Backward and optimizer steps run outsi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +191,17 @@ def policy_input_spec(encoder: ConvEncoder, mode: EncoderMode) -> tuple[tuple[in
     return encoder.in_shape, torch.uint8
 
 
+def sample_actions(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, n_actions] logits -> (actions [N], their log-probabilities [N]): sampled, or the most likely (``greedy``)."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    if greedy:
+        action = logits.argmax(dim=-1)
+    else:
+        action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+    return action, logp_all.gather(1, action[:, None]).squeeze(1)
+
+
 @dataclass
 class Act:
     """What ``PPOAgent.act`` returns for a batch of observations."""
@@ -233,6 +245,36 @@ class PPOModule(nn.Module):
     def rl_parameters(self) -> list[nn.Parameter]:
         """What the RL optimizer owns."""
         raise NotImplementedError
+
+    def steps(self, rollout: Any) -> Rollout:
+        """The ``Rollout`` of steps within what ``update`` is given (itself, for PPOAgent)."""
+        return rollout
+
+    def minibatches(self, rollout: Any, advantages: torch.Tensor, returns: torch.Tensor,
+                    generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """One epoch over ``rollout``: per minibatch, the recomputed (logits [B, A], values [B]) and the batch
+        ``ppo_loss`` reads (actions, logp, advantages, returns, all [B])."""
+        raise NotImplementedError
+
+    def update(self, rollout: Any, progress: float = 0.0, generator: torch.Generator | None = None) -> dict[str, float]:
+        """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
+        which sets the annealed learning rate and ratio clip."""
+        cfg, steps = self.cfg, self.steps(rollout)
+        lr, clip = start_update(self.optimizer, cfg, progress)
+        params = self.rl_parameters()
+        advantages, returns = steps.advantages(cfg.gamma, cfg.gae_lambda)
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        for _ in range(cfg.epochs):
+            for logits, values, batch in self.minibatches(rollout, advantages, returns, generator):
+                loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
+                                         cfg.normalize_advantage)
+                optimize(self.optimizer, params, loss, metrics, cfg.grad_clip, self.iterations)
+                accumulate(sums, metrics)
+                n += 1
+        self.iterations += 1
+        self.gradient_steps += n
+        return update_metrics(sums, n, steps, advantages, returns, lr, clip)
 
     @property
     def caches_features(self) -> bool:
@@ -317,12 +359,7 @@ class PPOAgent(PPOModule):
         obs = self._obs(obs)
         features = self.net.features(obs, self.acting_encoder)
         logits, value = self.net.heads(features)
-        logp_all = F.log_softmax(logits, dim=-1)
-        if greedy:
-            action = logits.argmax(dim=-1)
-        else:
-            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
-        logp = logp_all.gather(1, action[:, None]).squeeze(1)
+        action, logp = sample_actions(logits, greedy, generator)
         return Act(action, logp, value, features if self.caches_features else obs)
 
     @torch.no_grad()
@@ -330,24 +367,9 @@ class PPOAgent(PPOModule):
         """[N] value estimates."""
         return self.net.heads(self.net.features(self._obs(obs), self.acting_encoder))[1]
 
-    def update(self, rollout: Rollout, progress: float = 0.0,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-        """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
-        which sets the annealed learning rate and ratio clip."""
-        cfg = self.cfg
-        lr, clip = start_update(self.optimizer, cfg, progress)
-        params = self.rl_parameters()
-        advantages, returns = rollout.advantages(cfg.gamma, cfg.gae_lambda)
-        sums: dict[str, torch.Tensor] = {}
-        n = 0
-        for _ in range(cfg.epochs):
-            for batch in rollout.minibatches(advantages, returns, cfg.minibatches, generator):
-                logits, values = self._heads(batch["inputs"])
-                loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
-                                         cfg.normalize_advantage)
-                optimize(self.optimizer, params, loss, metrics, cfg.grad_clip, self.iterations)
-                accumulate(sums, metrics)
-                n += 1
-        self.iterations += 1
-        self.gradient_steps += n
-        return update_metrics(sums, n, rollout, advantages, returns, lr, clip)
+    def minibatches(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+                    generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """One epoch: (logits, values, minibatch) per shuffled flat minibatch of the rollout."""
+        for batch in rollout.minibatches(advantages, returns, self.cfg.minibatches, generator):
+            logits, values = self._heads(batch["inputs"])
+            yield logits, values, batch

@@ -19,8 +19,8 @@ The update: ``epochs`` passes over the rollout, each split into ``minibatches`` 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +33,7 @@ from atcrl.rl.modes import EncoderMode, rl_features
 from atcrl.rl.ppo import (
     PPOConfig,
     PPOModule,
-    accumulate,
-    optimize,
-    ppo_loss,
-    start_update,
-    update_metrics,
+    sample_actions,
 )
 from atcrl.rl.rollout import Rollout
 
@@ -205,12 +201,7 @@ class PPOLSTMAgent(PPOModule):
         logits, value, state = self.net.core(features[None], prev_actions[None], prev_rewards[None], starts[None],
                                              state)
         logits, value = logits[0], value[0]
-        logp_all = F.log_softmax(logits, dim=-1)
-        if greedy:
-            action = logits.argmax(dim=-1)
-        else:
-            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
-        logp = logp_all.gather(1, action[:, None]).squeeze(1)
+        action, logp = sample_actions(logits, greedy, generator)
         return RecurrentAct(action, logp, value, features if self.caches_features else obs, state)
 
     @torch.no_grad()
@@ -233,25 +224,15 @@ class PPOLSTMAgent(PPOModule):
                                           rollout.starts[:, envs], (rollout.h0[envs], rollout.c0[envs]))
         return logits, values
 
-    def update(self, rollout: RecurrentRollout, progress: float = 0.0,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-        """PPO epochs over one rollout, in minibatches of whole env sequences; ``progress`` as PPOAgent.update."""
-        cfg, steps = self.cfg, rollout.steps
-        lr, clip = start_update(self.optimizer, cfg, progress)
-        params = self.rl_parameters()
-        advantages, returns = steps.advantages(cfg.gamma, cfg.gae_lambda)
-        sums: dict[str, torch.Tensor] = {}
-        n = 0
-        for _ in range(cfg.epochs):
-            for envs in rollout.env_minibatches(cfg.minibatches, generator):
-                logits, values = self.evaluate(rollout, envs)
-                batch = {"actions": steps.actions[:, envs].flatten(), "logp": steps.logp[:, envs].flatten(),
-                         "advantages": advantages[:, envs].flatten(), "returns": returns[:, envs].flatten()}
-                loss, metrics = ppo_loss(logits.flatten(0, 1), values.flatten(), batch, clip, cfg.value_coef,
-                                         cfg.entropy_coef, cfg.normalize_advantage)
-                optimize(self.optimizer, params, loss, metrics, cfg.grad_clip, self.iterations)
-                accumulate(sums, metrics)
-                n += 1
-        self.iterations += 1
-        self.gradient_steps += n
-        return update_metrics(sums, n, steps, advantages, returns, lr, clip)
+    def steps(self, rollout: RecurrentRollout) -> Rollout:
+        return rollout.steps
+
+    def minibatches(self, rollout: RecurrentRollout, advantages: torch.Tensor, returns: torch.Tensor,
+                    generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """One epoch: per minibatch of whole env sequences, their recomputed (logits, values) and batch, flat."""
+        steps = rollout.steps
+        for envs in rollout.env_minibatches(self.cfg.minibatches, generator):
+            logits, values = self.evaluate(rollout, envs)
+            batch = {"actions": steps.actions[:, envs].flatten(), "logp": steps.logp[:, envs].flatten(),
+                     "advantages": advantages[:, envs].flatten(), "returns": returns[:, envs].flatten()}
+            yield logits.flatten(0, 1), values.flatten(), batch

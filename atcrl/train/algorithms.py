@@ -265,6 +265,8 @@ class PPO(_Registered):
 
     name, example_preset, discrete, loop_evaluates = "ppo", "atari-ppo-atc", True, False
     config_cls, agent_cls, encoder_key, updates_key = ppo_loop.PPOLoopConfig, PPOAgent, "net.encoder.", "gradient_steps"
+    loop_module: ClassVar[Any] = ppo_loop
+    """The loop module (``build_run``, ``train``)."""
     # PPOAgent.update reads all of these from its config (the learning rate is set on every update).
     changeable = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef", "ul_grad_clip")
     lr_fields = ("agent.lr",)
@@ -277,7 +279,7 @@ class PPO(_Registered):
         return min(loop.ul_start_steps, loop.rl_start_steps) if loop.ul != "none" else 0
 
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
-        return ppo_loop.build_run(loop, encoder=encoder)
+        return self.loop_module.build_run(loop, encoder=encoder)
 
     def after_restore(self, run: Any) -> None:
         pass  # nothing to do: see ``changeable``
@@ -291,7 +293,7 @@ class PPO(_Registered):
             hooks.video(r.step)
             hooks.safe_point(r.step)
 
-        ppo_loop.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
+        self.loop_module.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
 
     def replays(self, run: Any) -> list[Replay]:
         return list(run.ul.replays) if run.ul is not None else []
@@ -327,21 +329,7 @@ class PPOLSTM(PPO):
     its loop and its actor, which carries the LSTM state from step to step of an episode."""
 
     name, example_preset, agent_field = "ppo_lstm", "dmlab-ppo-atc", "ppo"
-    config_cls, agent_cls = ppo_lstm_loop.PPOLSTMLoopConfig, PPOLSTMAgent
-
-    def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
-        return ppo_lstm_loop.build_run(loop, encoder=encoder)
-
-    def train(self, run: Any, hooks: TrainHooks) -> None:
-        def on_iteration(r: Any) -> None:
-            hooks.evaluate(r.step, r.iteration >= r.cfg.iterations)
-            hooks.video(r.step)
-            hooks.safe_point(r.step)
-
-        ppo_lstm_loop.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
-
-    def close(self, run: Any) -> None:
-        pass  # no worker thread
+    config_cls, agent_cls, loop_module = ppo_lstm_loop.PPOLSTMLoopConfig, PPOLSTMAgent, ppo_lstm_loop
 
     def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
         net = RecurrentActorCritic(encoder, action_dim, loop.ppo.hidden, loop.ppo.lstm)

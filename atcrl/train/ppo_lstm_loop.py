@@ -27,12 +27,11 @@ import torch
 
 from atcrl.data.replay import Replay
 from atcrl.fastpath import prepare_module
-from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo_lstm import LSTMState, PPOLSTMAgent, PPOLSTMConfig, RecurrentActorCritic, RecurrentRollout
-from atcrl.train.online_ul import OnlineUL
 from atcrl.train.ppo_loop import (
     MetricsHook,
     PPOLoopConfig,
+    PPORun,
     build_env_and_encoder,
     build_online_ul,
     end_iteration,
@@ -123,24 +122,13 @@ class ULPriorities:
 
 
 @dataclass
-class PPOLSTMRun:
-    """Everything one run holds; ``train`` advances it, ``state_dict`` captures it (without env and replay)."""
+class PPOLSTMRun(PPORun):
+    """A PPO run (``PPORun``: counters, state_dict / load_state_dict) with a recurrent agent and what it carries
+    from step to step (its ``agent`` is a PPOLSTMAgent); a restored run restarts its episodes, and with them
+    zero LSTM states."""
 
-    cfg: PPOLSTMLoopConfig
-    env: Any
-    agent: PPOLSTMAgent
-    ul: OnlineUL | None
-    device: torch.device
-    frame_channels: int
-    action_repeat: int
     priorities: ULPriorities | None = None
     """With cfg.ul_prioritized: the UL replays' sampling priorities."""
-    iteration: int = 0
-    """PPO iterations done (agent steps = iteration x batch_steps)."""
-    episodes: int = 0
-    """Training episodes finished."""
-    obs: np.ndarray | None = None
-    """Current observations of the vector env; None = reset before acting."""
     state: LSTMState | None = None
     """[num_envs, lstm] LSTM (h, c) before the current observations."""
     prev_actions: torch.Tensor | None = None
@@ -149,29 +137,6 @@ class PPOLSTMRun:
     """[num_envs] learning reward before the current observations."""
     starts: torch.Tensor | None = None
     """[num_envs] bool: the current observation begins an episode."""
-    episode_return: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    process: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def step(self) -> int:
-        """Agent steps taken."""
-        return self.iteration * self.cfg.batch_steps
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"agent": self.agent.state_dict(), "iteration": self.iteration,
-                                 "episodes": self.episodes}
-        if self.ul is not None:
-            state.update(self.ul.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a run; envs restart their episodes (zero LSTM states) and the UL replay refills from empty."""
-        self.agent.load_state_dict(state["agent"])
-        self.iteration, self.episodes = int(state["iteration"]), int(state["episodes"])
-        if self.ul is not None:
-            self.ul.load_state_dict(state)
-        self.obs = None
 
 
 def build_run(cfg: PPOLSTMLoopConfig, *, encoder: Any = None) -> PPOLSTMRun:
@@ -189,8 +154,8 @@ def build_run(cfg: PPOLSTMLoopConfig, *, encoder: Any = None) -> PPOLSTMRun:
     if ul is not None and cfg.ul_prioritized:
         priorities = ULPriorities(ul.replays, cfg.ul_priority_floor)
         ul.priorities = priorities.values
-    return PPOLSTMRun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat, priorities,
-                      process=process)
+    return PPOLSTMRun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat, process=process,
+                      priorities=priorities)
 
 
 def _start_episodes(run: PPOLSTMRun) -> None:
