@@ -15,6 +15,7 @@ from reltools import start, wait_for
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.data.replay import Replay
+from atcrl.encoder_io import load_encoder
 from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.rl.modes import EncoderMode
@@ -206,6 +207,18 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_runs_step_and_counters_and
     assert atcrl(["collect", "--checkpoint", str(straight), "--episodes", "3", "--out", str(tmp_path / "d"),
                   "--explore"]) == 0
     assert len(list((tmp_path / "d").rglob("*.npz"))) == 3
+
+    # The run's conv, exported, is the frozen preset's encoder, and frozen RL leaves it as it was.
+    enc = tmp_path / "enc.safetensors"
+    assert atcrl(["export", "--run", str(straight), "--out", str(enc)]) == 0
+    frozen = tmp_path / "frozen"
+    assert atcrl(["train", "--preset", "dmlab-ppo-frozen", "--encoder", str(enc), *CLI[2:], "--steps", "256",
+                  "--out", str(frozen)]) == 0
+    after = load_checkpoint(frozen / "checkpoints", kind="train").state["run"]["agent"]["modules"]
+    conv = {k[len("net.encoder."):]: v for k, v in after.items() if k.startswith("net.encoder.")}
+    exported = load_encoder(enc).state_dict()
+    assert conv and conv.keys() == exported.keys() and all(torch.equal(conv[k], exported[k]) for k in conv)
+    assert after["net.fc.weight"].shape == reference["run"]["agent"]["modules"]["net.fc.weight"].shape
 
 
 def test_the_actor_carries_its_state_through_an_episode_and_reset_starts_afresh():
