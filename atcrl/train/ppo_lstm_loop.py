@@ -70,7 +70,8 @@ class PPOLSTMLoopConfig(PPOLoopConfig):
     """Draw UL anchors with probability proportional to a per-step priority instead of uniformly (the
     reference's choice on exploration levels): the |advantage| of the step from the RL update that used it,
     floored at ul_priority_floor times the largest so far; a step not yet used by RL (random acting, the
-    rollout's last frame) gets the largest priority so far, an episode's final frame 1. Off by default."""
+    rollout's last frame) gets the largest priority so far, an episode's final frame 1. The priorities are not
+    checkpointed: a resumed run starts them again at 1. Off by default."""
     ul_priority_floor: float = 0.01
     """Smallest priority as a fraction of the largest so far, with ul_prioritized (keeps every step drawable)."""
     ppo: PPOLSTMConfig = field(default_factory=PPOLSTMConfig)
@@ -197,7 +198,7 @@ def collect(run: PPOLSTMRun, rollout: RecurrentRollout | None) -> list[tuple[flo
                                                                                   out.logp, out.value)
             rollout.prev_actions[t], rollout.prev_rewards[t], rollout.starts[t] = (run.prev_actions,
                                                                                    run.prev_rewards, run.starts)
-            before, run.state = run.state, out.state
+            run.state = out.state
         actions_np = actions.cpu().numpy()
         next_obs, reward, terminated, truncated, info = env.step(actions_np)
         done = terminated | truncated
@@ -214,7 +215,6 @@ def collect(run: PPOLSTMRun, rollout: RecurrentRollout | None) -> list[tuple[flo
                 steps.final_values[t, c] = agent.value(np.stack([final_obs[i] for i in cut]), actions[c], learn[c],
                                                        torch.zeros(len(cut), dtype=torch.bool, device=run.device),
                                                        (run.state[0][c], run.state[1][c]))
-            del before
         if ul_writes is not None:
             store_step(ul_writes, run.frame_channels, actions_np, reward, next_obs, terminated, truncated, final_obs)
         run.episode_return += reward
