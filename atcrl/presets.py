@@ -16,6 +16,7 @@ from typing import Any
 from atcrl.nets.encoders import EncoderName
 from atcrl.rl.modes import EncoderMode
 from atcrl.train.ppo_loop import PPOLoopConfig
+from atcrl.train.ppo_lstm_loop import PPOLSTMLoopConfig
 from atcrl.train.sac_loop import paper_config
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 from atcrl.ul.optim import ULOptimConfig
@@ -60,7 +61,7 @@ class RLPreset:
     """One online-RL setting of the paper: which agent, the default env and the loop config it trains with."""
 
     algo: str
-    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" for discrete ones."""
+    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" or "ppo_lstm" for discrete ones."""
     env: str
     """Env used when --env is not given."""
     summary: str
@@ -72,6 +73,9 @@ class RLPreset:
     needs_encoder: bool = False
     """The setting starts from a pretrained encoder (--encoder FILE is required)."""
 
+
+DMLAB_ENV = "miniworld:FourRooms"
+"""Default env of the DMLab (PPO-LSTM) presets: a 3D stand-in rendered like DMLab (72x96 RGB, action repeat 4)."""
 
 SAC_LOG_EVERY = 100
 """Agent steps between SAC metric records, which also refresh the progress display: at CPU update
@@ -104,8 +108,17 @@ RL_PRESETS: dict[str, RLPreset] = {
     "atari-ppo-frozen": RLPreset("ppo", "atari:Pong", "PPO on a frozen pretrained encoder",
                                  lambda env: PPOLoopConfig(env=env, mode=EncoderMode.frozen, ul="none"),
                                  needs_encoder=True),
+    "dmlab-ppo": RLPreset("ppo_lstm", DMLAB_ENV, "end-to-end PPO-LSTM, no UL (\"RL only\", DMLab settings)",
+                          lambda env: PPOLSTMLoopConfig(env=env, mode=EncoderMode.end_to_end, ul="none")),
+    "dmlab-ppo-atc": RLPreset("ppo_lstm", DMLAB_ENV, "PPO-LSTM, conv trained only by online ATC (\"ATC only\")",
+                              lambda env: PPOLSTMLoopConfig(env=env, mode=EncoderMode.decoupled, ul="atc")),
+    "dmlab-ppo-rl-atc": RLPreset("ppo_lstm", DMLAB_ENV, "end-to-end PPO-LSTM plus online ATC on the same conv (\"RL+ATC\")",
+                                 lambda env: PPOLSTMLoopConfig(env=env, mode=EncoderMode.end_to_end, ul="atc")),
+    "dmlab-ppo-frozen": RLPreset("ppo_lstm", DMLAB_ENV, "PPO-LSTM on a frozen pretrained encoder",
+                                 lambda env: PPOLSTMLoopConfig(env=env, mode=EncoderMode.frozen, ul="none"),
+                                 needs_encoder=True),
 }
-"""DMLab (PPO-LSTM) has no preset: there is no LSTM agent or DMLab env here."""
+"""The DMLab presets train on the DMLab-shaped 3D stand-in family (DMLAB_ENV): there is no DeepMind Lab here."""
 
 DEFAULT_RL_PRESET = {False: "dmc-atc", True: "atari-ppo-atc"}
 """The preset used without --preset, by whether the env's actions are discrete."""

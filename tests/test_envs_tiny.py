@@ -170,3 +170,23 @@ def test_async_vector_env_steps_like_the_sync_one():
     finally:
         sync.close()
         asyn.close()
+
+
+def test_tiny_cue_shows_the_cue_once_and_rewards_only_naming_it_at_the_last_step():
+    from atcrl.envs import make_env
+
+    env = make_env("tiny:cue", image_size=8, seed=0)
+    for episode in range(6):
+        obs, info = env.reset(seed=episode)
+        cue = int(info["physics"][0])
+        assert np.unique(obs.reshape(3, -1), axis=1).shape[1] == 1  # one colour fills the frame
+        assert obs[:, 0, 0].tolist() == [[230, 50, 50], [50, 200, 60]][cue]
+        rewards, blanks = [], []
+        for t in range(4):
+            action = cue if t == 3 and episode % 2 == 0 else (1 - cue if t == 3 else cue)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(reward)
+            blanks.append(obs[:, 0, 0].tolist())
+            assert terminated == (t == 3) and not truncated
+        assert rewards == [0.0, 0.0, 0.0, float(episode % 2 == 0)]
+        assert all(b == blanks[0] for b in blanks)  # the cue is gone after the first frame

@@ -20,7 +20,7 @@ from atcrl.checkpoint import load_checkpoint, save_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
 from atcrl.rl.rollout import Rollout
-from atcrl.train.ppo_loop import HeldWrites, PPOLoopConfig, _seeded, build_run, collect, iterate, train
+from atcrl.train.ppo_loop import HeldWrites, PPOLoopConfig, build_run, collect, iterate, seeded, train
 
 
 def overlapped(**kw) -> PPOLoopConfig:
@@ -198,7 +198,7 @@ def serial_reference(cfg: PPOLoopConfig):
         rl_on = itr >= cfg.start_iterations()[1]
         collect(run, rollout if rl_on else None)
         if rl_on:
-            run.agent.update(rollout, progress=itr / cfg.iterations, generator=_seeded(cfg.seed, itr, 1))
+            run.agent.update(rollout, progress=itr / cfg.iterations, generator=seeded(cfg.seed, itr, 1))
         if n := cfg.ul_updates_at(itr):
             run.ul.update(np.random.default_rng([cfg.seed, itr, 2]), n)
         run.iteration += 1

@@ -105,6 +105,11 @@ class Replay:
     def _newest(self) -> int:
         return (self._written - 1) % self.capacity
 
+    @property
+    def newest_slot(self) -> int:
+        """Array index of the most recently written frame."""
+        return self._newest
+
     # ------------------------------------------------------------------ adding
     def add_first(self, frame: np.ndarray, physics: np.ndarray | None = None) -> None:
         """Store the first frame after a reset. An episode still open is closed as cut (bootstrap kept)."""
@@ -341,8 +346,12 @@ class Replay:
         *,
         delta_t: int,
         out: PairBatch | None = None,
+        priorities: np.ndarray | None = None,
     ) -> PairBatch:
         """Anchors o_t (any stored observation) and positives o_{t+Δt} from the same episode.
+
+        ``priorities``: [capacity] weights >= 0 by slot; anchors are then drawn (still distinct) with
+        probability proportional to their slot's weight instead of uniformly.
 
         Where t + Δt lies past the episode's last stored frame, ``valid`` is False and the positive is
         that last frame (still a real frame of the same episode); actions past it are zero.
@@ -352,7 +361,7 @@ class Replay:
         self._require_data()
         self._check_fits_episodes(delta_t, f"delta_t={delta_t}")
         ring = self._ring()
-        rel = ring.draw(OBS, batch_size, rng, "observations")
+        rel = ring.draw(OBS, batch_size, rng, "observations", priorities=priorities)
         d = ring.steps_to_end(rel, delta_t)
         return self._batch(
             PairBatch,

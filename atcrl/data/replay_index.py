@@ -54,8 +54,10 @@ class RingIndex:
             self._pools[key] = np.flatnonzero(ok)
         return self._pools[key]
 
-    def draw(self, kind: str, batch_size: int, rng: np.random.Generator, what: str, length: int = 1):
-        """``batch_size`` distinct anchors of ``kind``, uniformly at random; ``what`` names them in errors."""
+    def draw(self, kind: str, batch_size: int, rng: np.random.Generator, what: str, length: int = 1,
+             priorities: np.ndarray | None = None):
+        """``batch_size`` distinct anchors of ``kind``, uniformly at random, or (``priorities``, one weight >= 0
+        per array slot) with probability proportional to their slot's weight; ``what`` names them in errors."""
         if batch_size < 0:
             raise ValueError(f"batch_size must be >= 0, got {batch_size}")
         pool = self.anchor_pool(kind, length)
@@ -64,7 +66,13 @@ class RingIndex:
                 f"batch size {batch_size} is larger than the {len(pool)} {what} available "
                 f"({self.size} slots stored, frame_stack {self.frame_stack})"
             )
-        return pool[rng.choice(len(pool), batch_size, replace=False)]
+        if priorities is None:
+            return pool[rng.choice(len(pool), batch_size, replace=False)]
+        weights = np.asarray(priorities, np.float64)[self.slots(pool)]
+        if np.count_nonzero(weights) < batch_size:
+            raise ValueError(f"only {np.count_nonzero(weights)} of the {len(pool)} {what} have a priority > 0; "
+                             f"a batch of {batch_size} distinct ones needs more")
+        return pool[rng.choice(len(pool), batch_size, replace=False, p=weights / weights.sum())]
 
     @cached_property
     def longest_span(self) -> int:

@@ -7,6 +7,10 @@ Both return single channels-first uint8 frames; make_env adds frame stacking and
   reward 1 - distance pulls it to a fixed green target disc. 50 steps, then truncated. RGB.
 * catch: a ball falls one row per step on a 10 x 10 grid; a 3-cell paddle on the bottom row moves
   left / stays / moves right. +1 for a catch, -1 for a miss, and the episode terminates. Grey.
+* cue: a memory test. The first frame is filled with one of two cue colours, the next ``corridor`` frames
+  are blank; the action of the last step (after the corridor) must name the cue (0 or 1) for a reward of 1
+  (else 0), and the episode terminates. Only the last action counts, so an agent without memory of the
+  first frame stays at chance (0.5). ``corridor + 1`` steps per episode. RGB.
 """
 
 from __future__ import annotations
@@ -121,10 +125,47 @@ class TinyCatch(gym.Env):
         return self._render(), reward, bool(landed), False, {"physics": self._physics()}
 
 
+class TinyCue(gym.Env):
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    corridor = 3
+    """Blank frames between the cue and the step whose action is judged."""
+    colours = np.array([[230, 50, 50], [50, 200, 60]], np.uint8)
+    """Cue 0 is red, cue 1 green."""
+    blank = np.array([40, 40, 60], np.uint8)
+
+    def __init__(self, image_size: int = 84) -> None:
+        self.size = image_size
+        self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self._cue = 0
+        self._t = 0
+
+    def _physics(self) -> np.ndarray:
+        return np.array([self._cue, self._t], np.float64)
+
+    def _render(self) -> np.ndarray:
+        colour = self.colours[self._cue] if self._t == 0 else self.blank
+        return np.broadcast_to(colour[:, None, None], (3, self.size, self.size)).copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._cue, self._t = int(self.np_random.integers(2)), 0
+        return self._render(), {"physics": self._physics()}
+
+    def step(self, action):
+        if not self.action_space.contains(np.int64(action)):
+            raise ValueError(f"tiny:cue actions are 0 and 1 (the cue to name); got {action!r}")
+        last = self._t == self.corridor
+        reward = float(int(action) == self._cue) if last else 0.0
+        self._t += 1
+        return self._render(), reward, bool(last), False, {"physics": self._physics()}
+
+
 # name -> (class, default frame stack, physics size, underlying steps per episode)
 TINY_ENVS: dict[str, tuple[type[gym.Env], int, int, int]] = {
     "point": (TinyPoint, 3, 4, TinyPoint.max_steps),
     "catch": (TinyCatch, 4, 3, TinyCatch.rows - 1),
+    "cue": (TinyCue, 1, 2, TinyCue.corridor + 1),
 }
 
 

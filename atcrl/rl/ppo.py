@@ -13,6 +13,7 @@ log-probabilities and ratios are float32. Backward and optimizer steps run outsi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +140,49 @@ def ppo_loss(
     }
 
 
+def start_update(optimizer: torch.optim.Optimizer, cfg: PPOConfig, progress: float) -> tuple[float, float]:
+    """Set the optimizer's learning rate for an update at ``progress`` (fraction of training done, in [0, 1]);
+    returns (learning rate, ratio clip), both annealed linearly to 0 with ``cfg.anneal``."""
+    scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
+    lr, clip = cfg.lr * scale, cfg.clip * scale
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):  # a captured step reads its rate from device memory
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+    return lr, clip
+
+
+def update_metrics(means: dict[str, float], rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+                   lr: float, clip: float) -> dict[str, float]:
+    """An update's metrics: the minibatch averages (``means``), the value's explained variance, lr, clip and the
+    mean advantage."""
+    out = dict(means)
+    var_ret = returns.var()
+    out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
+    out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
+    return out
+
+
+def policy_input_spec(encoder: ConvEncoder, mode: EncoderMode) -> tuple[tuple[int, ...], torch.dtype]:
+    """Shape (per sample) and dtype of what a rollout stores for the policy: the conv's features where the RL
+    loss cannot reach the conv (they are computed once, while acting), else the uint8 observation."""
+    if mode is not EncoderMode.end_to_end:
+        return (encoder.feature_dim,), torch.float32
+    return encoder.in_shape, torch.uint8
+
+
+def sample_actions(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, n_actions] logits -> (actions [N], their log-probabilities [N]): sampled, or the most likely (``greedy``)."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    if greedy:
+        action = logits.argmax(dim=-1)
+    else:
+        action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
+    return action, logp_all.gather(1, action[:, None]).squeeze(1)
+
+
 @dataclass
 class Act:
     """What ``PPOAgent.act`` returns for a batch of observations."""
@@ -154,7 +198,7 @@ class Act:
 
 
 class MinibatchStep(Protocol):
-    """What ``PPOAgent.update`` runs each minibatch with: ``step(batch, clip)`` updates and sums its metrics,
+    """What ``PPOModule.update`` runs each minibatch with: ``step(batch, clip)`` updates and sums its metrics,
     ``read()`` returns their means over the update (one device sync)."""
 
     def __call__(self, batch: dict[str, torch.Tensor], clip: float) -> None: ...
@@ -165,7 +209,7 @@ class MinibatchStep(Protocol):
 class EagerMinibatches:
     """The plain ``MinibatchStep``: each minibatch checked and run eagerly, its metrics summed on the device."""
 
-    def __init__(self, agent: PPOAgent):
+    def __init__(self, agent: PPOModule):
         self.agent = agent
         self.sums: dict[str, torch.Tensor] = {}
         self.n = 0
@@ -179,19 +223,19 @@ class EagerMinibatches:
         return dict(zip(self.sums, (torch.stack(list(self.sums.values())) / self.n).tolist()))
 
 
-class PPOAgent(nn.Module):
-    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume.
-
-    A module like SACAgent, with the same state layout: ``state_dict()["modules"]`` holds the weights
-    (the network under ``net.``), beside the optimizer state and the counters.
+class PPOModule(nn.Module):
+    """What every PPO agent holds: a network ``net`` with a conv ``net.encoder``, its mode, the RL optimizer over
+    ``rl_parameters()`` (which each agent defines) and the counters needed to resume; and its state layout,
+    as SACAgent's: ``state_dict()["modules"]`` holds the weights (the network under ``net.``), beside the
+    optimizer state and the counters.
 
     fast: run the update's forward pass under this fast path's autocast and step with its optimizer kernels
-    (``fastpath.adam``); None runs it as it is.
-    (The activation layout is set on ``net`` by ``fastpath.prepare_module``.)
+    (``fastpath.adam``); None runs it as it is. (The activation layout is set on ``net`` by
+    ``fastpath.prepare_module``.)
     """
 
-    def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
-                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+    def __init__(self, net: nn.Module, mode: EncoderMode, cfg: PPOConfig, device: torch.device | str,
+                 fast: FastPathConfig | None):
         super().__init__()
         self.net = net.to(device)
         self.mode = EncoderMode(mode)
@@ -204,6 +248,113 @@ class PPOAgent(nn.Module):
         self.iterations = 0
         """PPO updates (one per rollout) done so far."""
         self.gradient_steps = 0
+
+    def rl_parameters(self) -> list[nn.Parameter]:
+        """What the RL optimizer owns."""
+        raise NotImplementedError
+
+    def steps(self, rollout: Any) -> Rollout:
+        """The ``Rollout`` of steps within what ``update`` is given (itself, for PPOAgent)."""
+        return rollout
+
+    def minibatches(self, rollout: Any, advantages: torch.Tensor, returns: torch.Tensor,
+                    generator: torch.Generator | None) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch over ``rollout``: the shuffled minibatches, each what ``heads`` recomputes the policy from plus
+        what ``ppo_loss`` reads (actions, logp, advantages, returns, all [B])."""
+        raise NotImplementedError
+
+    def heads(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A minibatch's recomputed float32 (logits [B, A], values [B]), with the mode's gradient split applied."""
+        raise NotImplementedError
+
+    def update(self, rollout: Any, progress: float = 0.0, generator: torch.Generator | None = None,
+               step: MinibatchStep | None = None) -> dict[str, float]:
+        """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
+        which sets the annealed learning rate and ratio clip.
+
+        step: runs each minibatch's update and sums its metrics (the training loop's sync-free step,
+        ``atcrl.train.ppo_step.PPOStep``, captured as a CUDA graph under cuda_graph); None = eagerly here,
+        each loss checked for NaN/inf before its optimizer step."""
+        cfg, steps = self.cfg, self.steps(rollout)
+        lr, clip = start_update(self.optimizer, cfg, progress)
+        step = EagerMinibatches(self) if step is None else step
+        advantages, returns = steps.advantages(cfg.gamma, cfg.gae_lambda)
+        n = 0
+        for _ in range(cfg.epochs):
+            for batch in self.minibatches(rollout, advantages, returns, generator):
+                step(batch, clip)
+                n += 1
+        self.iterations += 1
+        self.gradient_steps += n
+        return update_metrics(step.read(), steps, advantages, returns, lr, clip)  # one device sync
+
+    def minibatch_update(self, batch: dict[str, torch.Tensor], clip: float | torch.Tensor, *,
+                         check: bool = True) -> dict[str, torch.Tensor]:
+        """One gradient step on a minibatch of ``minibatches``: loss, backward, clip, Adam step. Returns its
+        metrics as 0-d device tensors.
+
+        clip: the ratio clip, a number or a 0-d device tensor (what a captured step reads each replay).
+        check: stop with FloatingPointError before the optimizer step if the loss is NaN/inf (reads it: a device
+        sync); False reads nothing back, so the step can be captured (a NaN shows in the metrics instead)."""
+        cfg = self.cfg
+        logits, values = self.heads(batch)
+        loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
+                                 cfg.normalize_advantage)
+        if check and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"PPO loss is {loss.item()} at iteration {self.iterations} "
+                f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
+                f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
+                "check the learning rate, the rewards and the observations for NaN/inf"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["rl/grad_norm"] = clip_gradients(self.rl_parameters(), cfg.grad_clip, sync_free=not check).detach()
+        self.optimizer.step()
+        return metrics
+
+    @property
+    def caches_features(self) -> bool:
+        """Store conv features instead of pixels in the rollout.
+
+        When the RL loss cannot reach the encoder, the features computed while acting are exactly
+        what the PPO epochs would recompute, provided the encoder does not change in between —
+        the loops run UL updates only after the RL update, so it does not. (With PPO's overlap_ul,
+        UL updates run while acting, which reads a snapshot of the conv: the stored features are still
+        the ones the actions were sampled from.)
+        """
+        return self.mode is not EncoderMode.end_to_end
+
+    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape (per sample) and dtype of what the rollout stores for the policy, for ``Rollout.empty``."""
+        return policy_input_spec(self.net.encoder, self.mode)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """Networks, optimizer and counters: everything needed to resume the agent."""
+        return {
+            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
+            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        name = type(self).__name__
+        if not isinstance(state, dict) or "modules" not in state:
+            raise ValueError(f"not a {name} state (expected the dict from {name}.state_dict())")
+        if state.get("mode", self.mode.value) != self.mode.value:
+            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
+        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iterations = int(state["iterations"])
+        self.gradient_steps = int(state["gradient_steps"])
+        return result
+
+
+class PPOAgent(PPOModule):
+    """An ActorCritic, its mode, the RL optimizer and the counters needed to resume (see ``PPOModule``)."""
+
+    def __init__(self, net: ActorCritic, mode: EncoderMode, cfg: PPOConfig = PPOConfig(),
+                 device: torch.device | str = "cpu", fast: FastPathConfig | None = None):
+        super().__init__(net, mode, cfg, device, fast)
         self._acting: list[ConvEncoder | None] = [None]  # in a list, so the snapshot is no submodule of the agent
 
     @property
@@ -227,24 +378,6 @@ class PPOAgent(nn.Module):
             params += list(self.net.encoder.parameters())
         return params
 
-    @property
-    def caches_features(self) -> bool:
-        """Store features instead of pixels in the rollout.
-
-        When the RL loss cannot reach the encoder, the features computed while acting are exactly
-        what the PPO epochs would recompute, provided the encoder does not change in between —
-        the loop runs UL updates only after the RL update, so it does not. (With the loop's overlap_ul,
-        UL updates run while acting, which reads a snapshot of the conv: the stored features are still
-        the ones the actions were sampled from.)
-        """
-        return self.mode is not EncoderMode.end_to_end
-
-    def policy_input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
-        """Shape (per sample) and dtype of ``Act.policy_input``, for ``Rollout.empty``."""
-        if self.caches_features:
-            return (self.net.encoder.feature_dim,), torch.float32
-        return self.net.encoder.in_shape, torch.uint8
-
     def _obs(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs).to(self.device, non_blocking=True)
 
@@ -263,12 +396,7 @@ class PPOAgent(nn.Module):
         obs = self._obs(obs)
         features = self.net.features(obs, self.acting_encoder)
         logits, value = self.net.heads(features)
-        logp_all = F.log_softmax(logits, dim=-1)
-        if greedy:
-            action = logits.argmax(dim=-1)
-        else:
-            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
-        logp = logp_all.gather(1, action[:, None]).squeeze(1)
+        action, logp = sample_actions(logits, greedy, generator)
         return Act(action, logp, value, features if self.caches_features else obs)
 
     @torch.no_grad()
@@ -276,76 +404,10 @@ class PPOAgent(nn.Module):
         """[N] value estimates."""
         return self.net.heads(self.net.features(self._obs(obs), self.acting_encoder))[1]
 
-    def update(self, rollout: Rollout, progress: float = 0.0, generator: torch.Generator | None = None,
-               step: MinibatchStep | None = None) -> dict[str, float]:
-        """PPO epochs over one rollout. ``progress`` in [0, 1] is the fraction of training done,
-        which sets the annealed learning rate and ratio clip.
+    def minibatches(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+                    generator: torch.Generator | None) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch: the rollout's shuffled flat minibatches."""
+        return rollout.minibatches(advantages, returns, self.cfg.minibatches, generator)
 
-        step: runs each minibatch's update and sums its metrics (the training loop's sync-free step,
-        ``atcrl.train.ppo_step.PPOStep``, captured as a CUDA graph under cuda_graph); None = eagerly here,
-        each loss checked for NaN/inf before its optimizer step."""
-        cfg = self.cfg
-        scale = max(0.0, 1.0 - progress) if cfg.anneal else 1.0
-        lr, clip = cfg.lr * scale, cfg.clip * scale
-        for group in self.optimizer.param_groups:
-            if torch.is_tensor(group["lr"]):  # a captured step reads its rate from device memory
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        step = EagerMinibatches(self) if step is None else step
-        advantages, returns = rollout.advantages(cfg.gamma, cfg.gae_lambda)
-        n = 0
-        for _ in range(cfg.epochs):
-            for batch in rollout.minibatches(advantages, returns, cfg.minibatches, generator):
-                step(batch, clip)
-                n += 1
-        self.iterations += 1
-        self.gradient_steps += n
-        out = step.read()  # one device sync
-        var_ret = returns.var()
-        out["rl/explained_variance"] = float(1 - (returns - rollout.values).var() / var_ret) if var_ret > 0 else 0.0
-        out.update({"rl/lr": lr, "rl/clip": clip, "rl/advantage_mean": float(advantages.mean())})
-        return out
-
-    def minibatch_update(self, batch: dict[str, torch.Tensor], clip: float | torch.Tensor, *,
-                         check: bool = True) -> dict[str, torch.Tensor]:
-        """One gradient step on a minibatch from ``Rollout.minibatches``: loss, backward, clip, Adam step.
-        Returns its metrics as 0-d device tensors.
-
-        clip: the ratio clip, a number or a 0-d device tensor (what a captured step reads each replay).
-        check: stop with FloatingPointError before the optimizer step if the loss is NaN/inf (reads it: a device
-        sync); False reads nothing back, so the step can be captured (a NaN shows in the metrics instead)."""
-        cfg = self.cfg
-        logits, values = self._heads(batch["inputs"])
-        loss, metrics = ppo_loss(logits, values, batch, clip, cfg.value_coef, cfg.entropy_coef,
-                                 cfg.normalize_advantage)
-        if check and not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"PPO loss is {loss.item()} at iteration {self.iterations} "
-                f"(policy {metrics['rl/policy_loss'].item()}, value {metrics['rl/value_loss'].item()}, "
-                f"entropy {metrics['rl/entropy'].item()}): stopping before it corrupts the weights; "
-                "check the learning rate, the rewards and the observations for NaN/inf"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["rl/grad_norm"] = clip_gradients(self.rl_parameters(), cfg.grad_clip, sync_free=not check).detach()
-        self.optimizer.step()
-        return metrics
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """Networks, optimizer and counters: everything needed to resume the agent."""
-        return {
-            "modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict(),
-            "iterations": self.iterations, "gradient_steps": self.gradient_steps, "mode": self.mode.value,
-        }
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        if not isinstance(state, dict) or "modules" not in state:
-            raise ValueError("not a PPOAgent state (expected the dict from PPOAgent.state_dict())")
-        if state.get("mode", self.mode.value) != self.mode.value:
-            raise ValueError(f"this state was saved by a {state['mode']!r} agent; this agent is {self.mode.value!r}")
-        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iterations = int(state["iterations"])
-        self.gradient_steps = int(state["gradient_steps"])
-        return result
+    def heads(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._heads(batch["inputs"])

@@ -14,7 +14,7 @@ Adding an agent (PPO-LSTM, say): write its loop module (config, ``build_run``, `
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,12 +26,39 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import RL_PRESETS, RLPreset
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent
+from atcrl.rl.ppo_lstm import PPOLSTMAgent, RecurrentActorCritic
 from atcrl.rl.sac import SACAgent
-from atcrl.train import ppo_loop, sac_loop
+from atcrl.train import ppo_loop, ppo_lstm_loop, sac_loop
 from atcrl.train.overrides import overrides_of
 
 Actor = Callable[[np.ndarray], Any]
-"""Stacked uint8 observation [k * C, H, W] -> action (an int for discrete envs, a float array otherwise)."""
+"""Stacked uint8 observation [k * C, H, W] -> action (an int for discrete envs, a float array otherwise).
+An actor that remembers earlier steps of the episode (a recurrent agent's) is also an ``EpisodicActor``."""
+
+
+@runtime_checkable
+class EpisodicActor(Protocol):
+    """An actor with memory within an episode: whoever plays it calls ``reset`` at every episode start."""
+
+    def __call__(self, obs: np.ndarray) -> Any: ...
+
+    def reset(self) -> None:
+        """A new episode begins: forget the previous one (a recurrent agent zeroes its state)."""
+
+    def rewarded(self, reward: float) -> None:
+        """The reward the last action earned (a recurrent agent reads it at the next step)."""
+
+
+def start_episode(act: Any) -> None:
+    """Tell an actor (an ``Actor``, or anything wrapping one the same way) that an episode begins."""
+    if isinstance(act, EpisodicActor):
+        act.reset()
+
+
+def after_step(act: Any, reward: float) -> None:
+    """Tell an actor the reward its last action earned."""
+    if isinstance(act, EpisodicActor):
+        act.rewarded(reward)
 
 TRAIN_OWNS = ("env", "steps", "seed", "device", "encoder_path", "eval_every", "eval_episodes")
 """Loop-config fields `atcrl train` sets with its own flags (one for every agent), so no ``--<agent>.*``
@@ -131,13 +158,15 @@ def presets_of(name: str) -> dict[str, RLPreset]:
     return {k: p for k, p in RL_PRESETS.items() if p.algo == name}
 
 
-def cli_overrides(algo: Algorithm, example_preset: str) -> type:
-    """The ``--<name>.*`` flags of a loop config, with ``example_preset``'s values shown in --help."""
+def cli_overrides(algo: Algorithm, example_preset: str, agent_field: str | None = None) -> type:
+    """The ``--<name>.*`` flags of a loop config, with ``example_preset``'s values shown in --help.
+
+    agent_field: the loop-config field of the agent's hyperparameters (None: the algorithm's name)."""
     p = algo.presets[example_preset]
     example = p.config(p.env)
     # The agent's own hyperparameter block is called ``agent`` on the command line (--sac.agent.q-lr).
-    return overrides_of(algo.config_cls, exclude=TRAIN_OWNS, rename={algo.name: "agent"}, example=example,
-                        example_name=example_preset)
+    return overrides_of(algo.config_cls, exclude=TRAIN_OWNS, rename={agent_field or algo.name: "agent"},
+                        example=example, example_name=example_preset)
 
 
 class _Registered:
@@ -146,10 +175,12 @@ class _Registered:
     name: ClassVar[str]
     example_preset: ClassVar[str]
     """The preset whose values the flags' --help shows."""
+    agent_field: ClassVar[str | None] = None
+    """The loop-config field of the agent's hyperparameters (None: the name)."""
 
     def __init__(self) -> None:
         self.presets = presets_of(self.name)
-        self.overrides = cli_overrides(self, self.example_preset)
+        self.overrides = cli_overrides(self, self.example_preset, self.agent_field)
 
 
 class SAC(_Registered):
@@ -234,6 +265,8 @@ class PPO(_Registered):
 
     name, example_preset, discrete, loop_evaluates = "ppo", "atari-ppo-atc", True, False
     config_cls, agent_cls, encoder_key, updates_key = ppo_loop.PPOLoopConfig, PPOAgent, "net.encoder.", "gradient_steps"
+    loop_module: ClassVar[Any] = ppo_loop
+    """The loop module (``build_run``, ``train``)."""
     # PPOAgent.update reads all of these from its config (the learning rate is set on every update).
     changeable = ("agent.lr", "agent.grad_clip", "agent.value_coef", "agent.entropy_coef", "ul_grad_clip")
     lr_fields = ("agent.lr",)
@@ -246,7 +279,7 @@ class PPO(_Registered):
         return min(loop.ul_start_steps, loop.rl_start_steps) if loop.ul != "none" else 0
 
     def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
-        return ppo_loop.build_run(loop, encoder=encoder)
+        return self.loop_module.build_run(loop, encoder=encoder)
 
     def after_restore(self, run: Any) -> None:
         pass  # nothing to do: see ``changeable``
@@ -260,7 +293,7 @@ class PPO(_Registered):
             hooks.video(r.step)
             hooks.safe_point(r.step)
 
-        ppo_loop.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
+        self.loop_module.train(run, on_metrics=hooks.on_metrics, on_iteration=on_iteration)
 
     def replays(self, run: Any) -> list[Replay]:
         return list(run.ul.replays) if run.ul is not None else []
@@ -289,7 +322,53 @@ class PPO(_Registered):
         return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
 
 
-ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO()}
+class PPOLSTM(PPO):
+    """Recurrent PPO (conv, fc, LSTM) for discrete actions, optionally with online UL (atcrl.train.ppo_lstm_loop).
+
+    Everything about a run is PPO's (same loop shape, counters, UL and changeable settings) except the agent,
+    its loop and its actor, which carries the LSTM state from step to step of an episode."""
+
+    name, example_preset, agent_field = "ppo_lstm", "dmlab-ppo-atc", "ppo"
+    config_cls, agent_cls, loop_module = ppo_lstm_loop.PPOLSTMLoopConfig, PPOLSTMAgent, ppo_lstm_loop
+
+    def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
+        net = RecurrentActorCritic(encoder, action_dim, loop.ppo.hidden, loop.ppo.lstm)
+        agent = PPOLSTMAgent(net, loop.mode, loop.ppo, device, fast=loop.fast, clip_rewards=loop.clip_rewards)
+        prepare_module(agent.net, loop.fast)
+        return agent
+
+    def actor(self, agent: Any, *, explore: bool, generator: torch.Generator | None) -> Actor:
+        return RecurrentActor(agent, explore=explore, generator=generator)
+
+
+class RecurrentActor:
+    """A PPO-LSTM agent acting in one env (an ``EpisodicActor``): its LSTM state, previous action and reward
+    carry from step to step, and ``reset`` begins a new episode."""
+
+    def __init__(self, agent: PPOLSTMAgent, *, explore: bool, generator: torch.Generator | None):
+        self.agent, self.explore, self.generator = agent, explore, generator
+        self.reset()
+
+    def reset(self) -> None:
+        device = self.agent.device
+        self.state = self.agent.initial_state(1)
+        self.prev_action = torch.zeros(1, dtype=torch.int64, device=device)
+        self.prev_reward = torch.zeros(1, device=device)
+        self.starts = torch.ones(1, dtype=torch.bool, device=device)
+
+    def rewarded(self, reward: float) -> None:
+        self.prev_reward.fill_(self.agent.input_reward(reward))
+
+    def __call__(self, obs: np.ndarray) -> int:
+        out = self.agent.act(torch.from_numpy(np.ascontiguousarray(obs))[None], self.prev_action,
+                             self.prev_reward, self.starts, self.state,
+                             greedy=not self.explore, generator=self.generator)
+        self.state, self.prev_action = out.state, out.action
+        self.starts = torch.zeros_like(self.starts)
+        return int(out.action[0])
+
+
+ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO(), "ppo_lstm": PPOLSTM()}
 """Every agent family, by name. A new agent is one more line here."""
 
 

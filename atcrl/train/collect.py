@@ -106,13 +106,32 @@ def _trained_policy(trained: Any, explore: bool) -> Policy:
     from atcrl.train.evaluate import actor
 
     if not explore:
-        act = actor(trained.agent)
-        return lambda obs, rng: act(obs)
+        return TrainedPolicy(actor(trained.agent), None)
+    noise = torch.Generator()
+    return TrainedPolicy(actor(trained.agent, explore=True, generator=noise), noise)
 
-    def sample(obs: np.ndarray, rng: np.random.Generator) -> Any:
-        noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return actor(trained.agent, explore=True, generator=noise)(obs)
-    return sample
+
+class TrainedPolicy:
+    """A trained agent's actor as a ``Policy``; ``reset`` and ``rewarded`` reach an actor with memory
+    (``EpisodicActor``). With ``noise`` (exploring), each step's sampling is seeded from the collector's rng."""
+
+    def __init__(self, act: Any, noise: Any):
+        self.act, self.noise = act, noise
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> Any:
+        if self.noise is not None:
+            self.noise.manual_seed(int(rng.integers(2**62)))
+        return self.act(obs)
+
+    def reset(self) -> None:
+        from atcrl.train.algorithms import start_episode
+
+        start_episode(self.act)
+
+    def rewarded(self, reward: float) -> None:
+        from atcrl.train.algorithms import after_step
+
+        after_step(self.act, reward)
 
 
 # --------------------------------------------------------------------------- recording
@@ -129,12 +148,16 @@ def record_episode(
     discrete: bool, with_physics: bool, task: str, max_steps: int | None = None,
 ) -> Episode:
     """Play one episode; keep the newest frame of each observation (stacks are rebuilt at read time)."""
+    from atcrl.train.algorithms import after_step, start_episode
+
     obs, info = env.reset(seed=reset_seed)
+    start_episode(policy)
     frames, physics, actions, rewards = [obs[-frame_channels:]], [info.get("physics")], [], []
     terminated = truncated = False
     while not (terminated or truncated):
         action = policy(obs, rng)
         obs, reward, terminated, truncated, info = env.step(action)
+        after_step(policy, float(reward))
         frames.append(obs[-frame_channels:])
         physics.append(info.get("physics"))
         actions.append(action)

@@ -20,7 +20,7 @@ import torch
 
 from atcrl.checkpoint import CheckpointError
 from atcrl.output_guard import check_outputs
-from atcrl.train.algorithms import Actor, algorithm_of
+from atcrl.train.algorithms import Actor, after_step, algorithm_of, start_episode
 from atcrl.train.rl_checkpoint import TrainRunError, load_trained
 
 VIDEO_FPS = 25
@@ -63,6 +63,7 @@ def play(env: Any, act: Actor, episodes: int, *, record: int = 0, frame_channels
     returns, lengths, frames = [], [], []
     for e in range(episodes):
         obs, _ = env.reset()
+        start_episode(act)
         total, length, done = 0.0, 0, False
         while True:
             if e < record:
@@ -70,6 +71,7 @@ def play(env: Any, act: Actor, episodes: int, *, record: int = 0, frame_channels
             if done:
                 break
             obs, reward, terminated, truncated, _ = env.step(act(obs))
+            after_step(act, float(reward))
             total, length, done = total + float(reward), length + 1, terminated or truncated
         returns.append(total)
         lengths.append(length)

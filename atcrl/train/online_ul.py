@@ -78,6 +78,9 @@ class OnlineUL:
         self.optimizer, self.scheduler = make_ul_optimizer(objective, optim, fast=fast)
         self.updates = 0
         """UL updates done so far."""
+        self.priorities: list[np.ndarray] | None = None
+        """Per replay, [capacity] slot weights to draw pair anchors by (None: uniformly); set by a loop that
+        prioritises its UL samples and kept up to date there."""
         self._out: PairBatch | None = None  # the pair batch every sample after the first is gathered into
 
     # ------------------------------------------------------------------ sampling
@@ -97,21 +100,24 @@ class OnlineUL:
                                  "sequences: keep the replay on the host (device_replay False)")
             parts = [r.sample_pairs(n, delta_t=need.delta_t) for r, n in zip(self.replays, shares) if n]
             return parts[0] if len(parts) == 1 else concat(parts)
+        weights = self.priorities or [None] * E
+        if need.kind != "pairs" and self.priorities is not None:
+            raise ValueError(f"prioritised UL samples are pairs, and {type(self.objective).__name__} needs sequences")
         if need.kind == "pairs" and self._out is not None:
             start = 0
-            for replay, n in zip(self.replays, shares):
+            for replay, n, w in zip(self.replays, shares, weights):
                 if n:
                     view = PairBatch(**{f.name: getattr(self._out, f.name)[start:start + n]
                                         for f in dataclasses.fields(PairBatch)})
-                    replay.sample_pairs(n, rng, delta_t=need.delta_t, out=view)
+                    replay.sample_pairs(n, rng, delta_t=need.delta_t, out=view, priorities=w)
                 start += n
             return self._out
         parts = []
-        for replay, n in zip(self.replays, shares):
+        for replay, n, w in zip(self.replays, shares, weights):
             if n == 0:
                 continue
             if need.kind == "pairs":
-                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t))
+                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t, priorities=w))
             else:
                 parts.append(replay.sample_sequences(n, rng, length=need.length))
         if len(parts) == 1 and need.kind != "pairs":

@@ -181,13 +181,13 @@ class PPOLoopConfig:
         return round(self.ul_updates * remaining**power)
 
 
-def _store_first(replays: Sequence[Replay | HeldWrites], obs: np.ndarray, frame_channels: int) -> None:
+def store_first(replays: Sequence[Replay | HeldWrites], obs: np.ndarray, frame_channels: int) -> None:
     """The first observation of every env's episode, one per env replay (newest frame only)."""
     for replay, o in zip(replays, obs):
         replay.add_first(o[-frame_channels:])
 
 
-def _store_step(replays: Sequence[Replay | HeldWrites], frame_channels: int, actions: np.ndarray,
+def store_step(replays: Sequence[Replay | HeldWrites], frame_channels: int, actions: np.ndarray,
                rewards: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                final_obs: np.ndarray | None) -> None:
     """One vector step into the env replays; an ended episode stores its final frame, then the reset frame
@@ -315,6 +315,23 @@ class PPORun:
 
 def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPORun:
     """Vector env, encoder (given, loaded from cfg.encoder_path, or fresh), agent and online UL."""
+    process, device, env, meta, encoder = build_env_and_encoder(cfg, encoder)
+    obs_shape = tuple(env.single_observation_space.shape)
+    net = ActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden)
+    agent = PPOAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
+    ul = build_online_ul(cfg, agent.net.encoder, net.n_actions, (meta.frame_channels, *obs_shape[1:]),
+                         meta.frame_stack, device)
+    # After both exist, so every conv is covered: the agent's (shared) conv and the UL momentum target.
+    prepare_module(agent.net, cfg.fast)
+    if ul is not None:
+        prepare_module(ul.objective, cfg.fast)
+    return PPORun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat, process=process)
+
+
+def build_env_and_encoder(cfg: PPOLoopConfig, encoder: ConvEncoder | None
+                          ) -> tuple[dict[str, Any], torch.device, Any, Any, ConvEncoder]:
+    """The start of every PPO run: process settings, seed, device, the vector env (discrete actions) and its
+    meta, and the conv (given, loaded from cfg.encoder_path, or fresh). Returns (process, device, env, meta, conv)."""
     from atcrl.envs import env_meta, make_vec_env
 
     process = configure_process(cfg.fast)  # threads and allocator, before anything large is allocated
@@ -325,31 +342,29 @@ def build_run(cfg: PPOLoopConfig, *, encoder: ConvEncoder | None = None) -> PPOR
     meta = env_meta(env)
     if not meta.discrete:
         raise ValueError(f"PPO here needs discrete actions, but {cfg.env} has continuous ones; train it with SAC")
-    obs_shape = tuple(env.single_observation_space.shape)
-    encoder = load_or_make_encoder(encoder, cfg.encoder_path, cfg.encoder, obs_shape,
+    encoder = load_or_make_encoder(encoder, cfg.encoder_path, cfg.encoder, tuple(env.single_observation_space.shape),
                                    frozen=cfg.mode is EncoderMode.frozen)
-    net = ActorCritic(encoder, int(env.single_action_space.n), cfg.ppo.hidden)
-    agent = PPOAgent(net, cfg.mode, cfg.ppo, device, fast=cfg.fast)
-    ul = None
-    if cfg.ul != "none":
-        objective = build_objective(cfg.ul, agent.net.encoder, cfg.atc if atc_family(cfg.ul) else None,
-                                    device=device, action_dim=net.n_actions, discrete_actions=True)
-        capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
-        frame_shape = (meta.frame_channels, *obs_shape[1:])
-        replays = [Replay(capacity, frame_shape, frame_stack=meta.frame_stack, action_dtype=np.int64)
-                   for _ in range(cfg.num_envs)]
-        total = sum(cfg.ul_updates_at(i) for i in range(cfg.iterations))
-        optim = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, total),
-                              schedule=cfg.ul_lr_schedule, grad_clip=cfg.ul_grad_clip)
-        ul = OnlineUL(objective, replays, optim, cfg.fast, device)
-    # After both exist, so every conv is covered: the agent's (shared) conv and the UL momentum target.
-    prepare_module(agent.net, cfg.fast)
-    if ul is not None:
-        prepare_module(ul.objective, cfg.fast)
-    return PPORun(cfg, env, agent, ul, device, meta.frame_channels, meta.action_repeat, process=process)
+    return process, device, env, meta, encoder
 
 
-def _seeded(seed: int, itr: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+def build_online_ul(cfg: PPOLoopConfig, encoder: ConvEncoder, n_actions: int, frame_shape: tuple[int, ...],
+                    frame_stack: int, device: torch.device) -> OnlineUL | None:
+    """The run's online UL (None with ul="none"): cfg.ul around the agent's conv, one FIFO replay per env of
+    ``frame_shape`` single frames, and the optimizer over all of the run's UL updates."""
+    if cfg.ul == "none":
+        return None
+    objective = build_objective(cfg.ul, encoder, cfg.atc if atc_family(cfg.ul) else None,
+                                device=device, action_dim=n_actions, discrete_actions=True)
+    capacity = math.ceil(cfg.ul_replay_size / cfg.num_envs)
+    replays = [Replay(capacity, frame_shape, frame_stack=frame_stack, action_dtype=np.int64)
+               for _ in range(cfg.num_envs)]
+    total = sum(cfg.ul_updates_at(i) for i in range(cfg.iterations))
+    optim = ULOptimConfig(lr=cfg.ul_lr, warmup_updates=0, total_updates=max(1, total),
+                          schedule=cfg.ul_lr_schedule, grad_clip=cfg.ul_grad_clip)
+    return OnlineUL(objective, replays, optim, cfg.fast, device)
+
+
+def seeded(seed: int, itr: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for one purpose in one iteration: a resumed run draws the same numbers."""
     return torch.Generator(device).manual_seed(int(np.random.SeedSequence([seed, itr, stream]).generate_state(1)[0]))
 
@@ -368,8 +383,8 @@ def collect(run: PPORun, rollout: Rollout | None, ul_writes: Sequence[Replay | H
         run.obs, _ = env.reset(seed=cfg.seed + 7919 * run.iteration)
         run.episode_return, run.episode_length = np.zeros(N), np.zeros(N, np.int64)
         if ul_writes is not None:
-            _store_first(ul_writes, run.obs, run.frame_channels)
-    act_gen = _seeded(cfg.seed, run.iteration, 0, run.device)
+            store_first(ul_writes, run.obs, run.frame_channels)
+    act_gen = seeded(cfg.seed, run.iteration, 0, run.device)
     n_actions = agent.net.n_actions
     finished: list[tuple[float, int]] = []
     for t in range(cfg.horizon):
@@ -395,7 +410,7 @@ def collect(run: PPORun, rollout: Rollout | None, ul_writes: Sequence[Replay | H
                 rollout.final_values[t, torch.as_tensor(cut, device=run.device)] = agent.value(
                     np.stack([final_obs[i] for i in cut]))
         if ul_writes is not None:
-            _store_step(ul_writes, run.frame_channels, actions_np, reward, next_obs, terminated, truncated,
+            store_step(ul_writes, run.frame_channels, actions_np, reward, next_obs, terminated, truncated,
                        final_obs)
         run.episode_return += reward
         run.episode_length += 1
@@ -426,17 +441,17 @@ def iterate(run: PPORun, rollout: Rollout) -> tuple[dict[str, float], list[tuple
     if n_ul:
         metrics.update(run.ul.update(np.random.default_rng([cfg.seed, itr, 2]), n_ul))
     t3 = time.perf_counter()
-    return _end_iteration(run, metrics, n_ul, t3 - t0, collect_s=t1 - t0, rl_s=t2 - t1, ul_s=t3 - t2), finished
+    return end_iteration(run, metrics, n_ul, t3 - t0, collect_s=t1 - t0, rl_s=t2 - t1, ul_s=t3 - t2), finished
 
 
 def _rl_update(run: PPORun, rollout: Rollout) -> dict[str, float]:
     """The PPO update of this iteration's rollout; its metrics."""
     itr = run.iteration
-    return run.agent.update(rollout, progress=itr / run.cfg.iterations, generator=_seeded(run.cfg.seed, itr, 1),
+    return run.agent.update(rollout, progress=itr / run.cfg.iterations, generator=seeded(run.cfg.seed, itr, 1),
                             step=run.step_fn)
 
 
-def _end_iteration(run: PPORun, metrics: dict[str, float], n_ul: int, seconds: float,
+def end_iteration(run: PPORun, metrics: dict[str, float], n_ul: int, seconds: float,
                    **perf: float) -> dict[str, float]:
     """Count the iteration done; its metrics with the UL update count, steps/s and ``perf/<name>`` timings."""
     run.iteration += 1
@@ -486,7 +501,7 @@ def _iterate_overlapped(run: PPORun, rollout: Rollout, rl_on: bool, n_ul: int
     metrics = _rl_update(run, rollout) if rl_on else {}
     t4 = time.perf_counter()
     metrics.update(ul_metrics)
-    return _end_iteration(run, metrics, n_ul, t4 - t0, collect_s=(t1 - t0) + (t3 - t2), rl_s=t4 - t3, ul_s=ul_s,
+    return end_iteration(run, metrics, n_ul, t4 - t0, collect_s=(t1 - t0) + (t3 - t2), rl_s=t4 - t3, ul_s=ul_s,
                           ul_wait_s=t2 - t1), finished
 
 
@@ -500,36 +515,45 @@ def train(run: PPORun, *, on_metrics: MetricsHook | None = None,
     (e.g. to checkpoint); a FloatingPointError from a NaN loss ends the run before it. With overlap_ul
     the UL worker thread has finished each iteration before these calls, and ends when this returns.
     """
-    cfg = run.cfg
     shape, dtype = run.agent.policy_input_spec()
-    rollout = Rollout.empty(cfg.horizon, cfg.num_envs, shape, dtype, run.device)
+    rollout = Rollout.empty(run.cfg.horizon, run.cfg.num_envs, shape, dtype, run.device)
+    try:
+        return run_iterations(run, lambda: iterate(run, rollout), on_metrics=on_metrics, on_iteration=on_iteration)
+    finally:
+        run.stop_ul_thread()
+
+
+def run_iterations(run: Any, iterate_once: Callable[[], tuple[dict[str, float], list[tuple[float, int]]]], *,
+                   on_metrics: MetricsHook | None = None, on_iteration: Callable[[Any], None] | None = None
+                   ) -> list[tuple[int, dict[str, float]]]:
+    """Call ``iterate_once`` (one iteration: its metrics and finished episodes) until ``run.iteration`` reaches
+    ``run.cfg.iterations``, reporting as ``train`` describes; for every loop built like ``PPORun`` (iteration,
+    step, episodes, action_repeat, ul)."""
+    cfg = run.cfg
     history: list[tuple[int, dict[str, float]]] = []
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     episodes: list[tuple[float, int]] = []
-    try:
-        while run.iteration < cfg.iterations:
-            metrics, finished = iterate(run, rollout)
-            episodes += finished
-            for k, v in metrics.items():
-                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
-            if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
-                report = {k: sums[k] / counts[k] for k in sums}
-                if episodes:
-                    report["rl/episode_return"] = float(np.mean([r for r, _ in episodes]))
-                    report["rl/episode_length"] = float(np.mean([n for _, n in episodes]))
-                report.update({"rl/episodes": float(run.episodes),
-                               "perf/env_steps": float(run.step * run.action_repeat)})
-                if run.ul is not None:
-                    report["ul/updates"] = float(run.ul.updates)
-                history.append((run.step, report))
-                if on_metrics is not None:
-                    on_metrics(run.step, report)
-                sums.clear(), counts.clear(), episodes.clear()
-            if on_iteration is not None:
-                on_iteration(run)
-    finally:
-        run.stop_ul_thread()
+    while run.iteration < cfg.iterations:
+        metrics, finished = iterate_once()
+        episodes += finished
+        for k, v in metrics.items():
+            sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+        if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
+            report = {k: sums[k] / counts[k] for k in sums}
+            if episodes:
+                report["rl/episode_return"] = float(np.mean([r for r, _ in episodes]))
+                report["rl/episode_length"] = float(np.mean([n for _, n in episodes]))
+            report.update({"rl/episodes": float(run.episodes),
+                           "perf/env_steps": float(run.step * run.action_repeat)})
+            if run.ul is not None:
+                report["ul/updates"] = float(run.ul.updates)
+            history.append((run.step, report))
+            if on_metrics is not None:
+                on_metrics(run.step, report)
+            sums.clear(), counts.clear(), episodes.clear()
+        if on_iteration is not None:
+            on_iteration(run)
     return history
 
 

@@ -1,7 +1,7 @@
 """PPO's minibatch update as a step whose metrics stay on the device (what the PPO loop runs per minibatch).
 
     inputs  = the minibatch (policy inputs, actions, old log-probs, advantages, returns)
-    loss    = clipped surrogate + value + entropy terms              (PPOAgent.minibatch_update, rl/ppo.py)
+    loss    = clipped surrogate + value + entropy terms              (PPOModule.minibatch_update, rl/ppo.py)
     step    = backward, gradient clip, Adam step
     meter  += every metric
 
@@ -19,19 +19,19 @@ from __future__ import annotations
 import torch
 
 from atcrl.fastpath import captures
-from atcrl.rl.ppo import PPOAgent
+from atcrl.rl.ppo import PPOModule
 from atcrl.train.captured import Captured
 
 __all__ = ["PPOStep"]
 
 
 class PPOStep:
-    """A ``MinibatchStep`` for ``PPOAgent.update``: sync-free, captured where the fast path says so.
+    """A ``MinibatchStep`` for ``PPOModule.update`` (PPO and PPO-LSTM): sync-free, captured where the fast path says so.
 
     A restored checkpoint replaces the optimizer states a graph points at: make a new step after one
     (``PPORun.load_state_dict`` does)."""
 
-    def __init__(self, agent: PPOAgent):
+    def __init__(self, agent: PPOModule):
         self.agent = agent
         self.device = agent.device
         self.runner = Captured(self.device, captures(agent.fast, self.device))
