@@ -23,9 +23,8 @@ from atcrl.envs.errors import require
 from atcrl.envs.lab3d import LAB_ACTION_REPEAT, LAB_FRAME_STACK
 from atcrl.envs.meta import Built
 
-DMLAB_INSTALL = ("build DeepMind Lab's Python package `deepmind_lab` from source with bazel (DeepMind Lab's "
-                 "build instructions) and pip install the wheel it makes; or use the pip-installable stand-in "
-                 "miniworld:FourRooms")
+DMLAB_INSTALL = ("build DeepMind Lab's deepmind_lab package from source with bazel "
+                 "(not on PyPI; miniworld: is the pip stand-in)")
 """How to get `deepmind_lab` (no atcrl extra can: it is not on PyPI)."""
 
 LOOK = 20

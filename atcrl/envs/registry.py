@@ -30,7 +30,6 @@ from atcrl.envs.meta import Built, EnvMeta, WithMeta
 from atcrl.envs.tiny import build_tiny
 from atcrl.envs.wrappers import FrameStack
 
-
 ImageSize = int | tuple[int, int] | None
 """A requested frame size: None (the family's default frame), a square side, or (height, width)."""
 

@@ -1,5 +1,6 @@
 """online: RL with UL online. Decoupled ATC (the conv is trained only by ATC, the RL heads see detached
-features) against end-to-end RL (the RL loss trains the conv), with SAC on DMControl and PPO on Atari.
+features) against end-to-end RL (the RL loss trains the conv), with SAC on DMControl, PPO on Atari and the
+recurrent PPO (ppo_lstm) on the DeepMind Lab stand-in (miniworld:, atcrl.envs.lab3d).
 
 The scales and how they differ from the paper are in NOTES (also written to experiment.json).
 """
@@ -15,7 +16,8 @@ from atcrl.experiments.spec import Experiment, PlanError, Scale, Step
 
 NAME = "online"
 QUESTION = ("Online, a conv trained only by ATC (decoupled: no RL gradient reaches it) matches or beats "
-            "end-to-end RL in most environments (DMControl with SAC, Atari with PPO).")
+            "end-to-end RL in most environments (DMControl with SAC, Atari with PPO, DMLab-shaped 3D "
+            "navigation with a recurrent PPO).")
 
 DMC_TASKS = ("dmc:cartpole-swingup", "dmc:ball_in_cup-catch", "dmc:cheetah-run", "dmc:walker-walk",
              "dmc:hopper-hop")
@@ -31,7 +33,13 @@ PPO_VARIANTS = (("decoupled-atc", "atari-ppo-atc"), ("end-to-end", "atari-ppo"))
 """The two variants the reduced scales run: "ATC only" and "RL only"."""
 PPO_PAPER_VARIANTS = (*PPO_VARIANTS, ("rl-atc", "atari-ppo-rl-atc"), ("atc-init", "atari-ppo-atc-init"))
 """All four of the reference's Atari variants (full scale): ATC only, RL only, RL + ATC, ATC-init."""
-ATC_PRESETS_PPO = frozenset({"atari-ppo-atc", "atari-ppo-rl-atc", "atari-ppo-atc-init"})
+LAB_TASKS = ("miniworld:FourRooms", "miniworld:Maze")
+"""The DeepMind Lab stand-ins of the reference's exploration levels (atcrl.envs.lab3d.STAND_INS):
+explore_goal_locations_small and _large."""
+LAB_VARIANTS = (("end-to-end", "dmlab-ppo"), ("decoupled-atc", "dmlab-ppo-atc"), ("rl-atc", "dmlab-ppo-rl-atc"))
+"""The reference's DMLab variants on the stand-in: RL only, ATC only, RL + ATC (recurrent PPO, ppo_lstm)."""
+ATC_PRESETS_PPO = frozenset({"atari-ppo-atc", "atari-ppo-rl-atc", "atari-ppo-atc-init", "dmlab-ppo-atc",
+                             "dmlab-ppo-rl-atc"})
 """The variants that run online ATC, and so take the scale's UL/RL start steps."""
 
 
@@ -46,16 +54,29 @@ class Budget:
     ppo_variants: tuple[tuple[str, str], ...] = PPO_VARIANTS
     beyond_paper: tuple[str, ...] = ()
     """DMC tasks run beside the reference's, in their own group (see BEYOND_PAPER_TASKS)."""
+    lab_tasks: tuple[str, ...] = ()
+    """DeepMind Lab stand-in tasks (group online-dmlab), each run with every LAB_VARIANTS preset."""
+    lab: PPORun | None = None
+    """Size of the recurrent PPO runs on lab_tasks."""
+    lab_atc_flags: tuple[str, ...] = ()
+    """Flags only the DMLab ATC variants take (their UL/RL start steps)."""
 
+
+LAB_CPU_SMALL_STEPS = 16_384
+"""Agent steps of a cpu-small DMLab stand-in run: 8 iterations of 16 envs x 128 steps."""
 
 _TINY_PPO = ("--ppo.num-envs", "2", "--ppo.horizon", "16", "--ppo.image-size", "32", "--ppo.encoder", "dmc",
              "--ppo.agent.hidden", "32", "--no-tensorboard")
 BUDGETS: dict[Scale, Budget] = {
     "full": Budget(DMC_TASKS, scales.RL["full"], GAMES, PPORun(25_000_000, eval_episodes=10),
-                   ppo_variants=PPO_PAPER_VARIANTS, beyond_paper=BEYOND_PAPER_TASKS),
+                   ppo_variants=PPO_PAPER_VARIANTS, beyond_paper=BEYOND_PAPER_TASKS,
+                   lab_tasks=LAB_TASKS, lab=PPORun(25_000_000)),
     "cpu-small": Budget(("dmc:cartpole-swingup",), scales.RL["cpu-small"], ("atari:Breakout",),
                         PPORun(200_704, eval_episodes=0, extra=("--ckpt-every", "50000", "--keep-checkpoints", "1")),
-                        ("--ppo.ul-start-steps", "2048", "--ppo.rl-start-steps", "6144")),
+                        ("--ppo.ul-start-steps", "2048", "--ppo.rl-start-steps", "6144"),
+                        lab_tasks=LAB_TASKS[:1],
+                        lab=PPORun(LAB_CPU_SMALL_STEPS, extra=("--ckpt-every", "8192", "--keep-checkpoints", "1")),
+                        lab_atc_flags=("--ppo_lstm.ul-start-steps", "2048", "--ppo_lstm.rl-start-steps", "4096")),
     "tiny": Budget(("tiny:point",), scales.RL["tiny"], ("tiny:catch",), PPORun(128, extra=_TINY_PPO),
                    ("--ppo.ul-start-steps", "32", "--ppo.rl-start-steps", "64", "--ppo.atc.batch-size", "16")),
 }
@@ -79,6 +100,18 @@ NOTES: dict[Scale, str] = {
 }
 
 
+def _ppo_steps(group: str, envs: tuple[str, ...], variants: tuple[tuple[str, str], ...], run: PPORun,
+               atc_flags: tuple[str, ...], seed: int) -> list[Step]:
+    """One PPO run per env and variant; the ATC variants also get atc_flags."""
+    steps = []
+    for env in envs:
+        for variant, preset in variants:
+            sized = PPORun(run.steps, run.eval_episodes, run.extra + atc_flags) if preset in ATC_PRESETS_PPO else run
+            steps.append(commands.train_ppo(f"{variant}-{commands.task_of(env)}-s{seed}", group=group,
+                                            variant=variant, seed=seed, env=env, preset=preset, run=sized))
+    return steps
+
+
 def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
     if reuse.given():
         raise PlanError(f"online trains from scratch; {', '.join(reuse.given())} do not apply to it")
@@ -91,11 +124,7 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
                     steps.append(commands.train_sac(f"{variant}-{commands.task_of(env)}-s{seed}", group=group,
                                                     variant=variant, seed=seed, env=env, preset=preset,
                                                     run=budget.sac))
-        for env in budget.games:
-            for variant, preset in budget.ppo_variants:
-                run = budget.ppo
-                if preset in ATC_PRESETS_PPO:
-                    run = PPORun(run.steps, run.eval_episodes, run.extra + budget.ppo_atc_flags)
-                steps.append(commands.train_ppo(f"{variant}-{commands.task_of(env)}-s{seed}", group="online-atari",
-                                                variant=variant, seed=seed, env=env, preset=preset, run=run))
+        steps += _ppo_steps("online-atari", budget.games, budget.ppo_variants, budget.ppo, budget.ppo_atc_flags, seed)
+        if budget.lab is not None:
+            steps += _ppo_steps("online-dmlab", budget.lab_tasks, LAB_VARIANTS, budget.lab, budget.lab_atc_flags, seed)
     return Experiment(NAME, scale, seeds, QUESTION, NOTES[scale], tuple(steps))
