@@ -6,12 +6,13 @@ times, no frame stacking (the DMLab agent is recurrent), discrete actions. Names
 without "MiniWorld-" and "-v0": miniworld:FourRooms is MiniWorld-FourRooms-v0. Every registered MiniWorld
 task works; STAND_INS says which DeepMind Lab level each of the chosen ones stands for.
 
-What differs from DeepMind Lab (docs/reference-settings.md, "DMLab stand-in"): the action set is each
-MiniWorld task's own (3 actions: turn left, turn right, forward; 5 with pick-up tasks) instead of DMLab's
-9, turns and steps are MiniWorld's (15 degrees, 0.15 m per underlying step), an episode ends when the goal
-is reached (DMLab respawns the agent and keeps counting goals until the clock runs out), the reward is
-MiniWorld's (1 - 0.2 * t / T for the goal, where DMLab gives 10 per goal; PickupObjects: 1 per object) and
-the episode limits are MiniWorld's own, counted in underlying steps (FourRooms 250, i.e. 63 agent steps).
+What differs from DeepMind Lab (docs/reference-settings.md, "DMLab environments", and D11): the action
+set is each MiniWorld task's own (3 actions: turn left, turn right, forward; 5 with pick-up tasks) instead
+of DMLab's 9, turns and steps are MiniWorld's (15 degrees, 0.15 m per underlying step), an episode ends
+when the goal is reached (DMLab respawns the agent and keeps counting goals until the clock runs out), the
+reward is MiniWorld's (1 - 0.2 * t / T for the goal, where DMLab gives 10 per goal; PickupObjects: 1 per
+object) and the episode limits are MiniWorld's own, counted in underlying steps (FourRooms 250, i.e. 63
+agent steps).
 """
 
 from __future__ import annotations
