@@ -166,3 +166,32 @@ def test_ppo_with_atc_runs_on_the_72x96_stand_in():
     assert np.isfinite(history[-1][1]["ul/loss"]) and "rl/loss" in history[-1][1]
     assert run.ul.replays[0].frames.shape[1:] == (3, 72, 96)
     run.env.close()
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+@needs_miniworld
+def test_atcrl_envs_lists_the_stand_in_at_72x96_and_dmlab_with_its_install_line(capsys):
+    from atcrl.envs.report import EnvsConfig, run_envs
+
+    assert run_envs(EnvsConfig(steps=0, families=("miniworld", "dmlab"))) == 0
+    table = capsys.readouterr().out
+    assert "miniworld:FourRooms" in table and "yes (3, 72, 96) x4" in table
+    assert "dmlab:explore_goal_locations_small" in table
+    if not has_dmlab:
+        assert "no: build DeepMind Lab" in table
+
+
+@needs_miniworld
+def test_atcrl_train_runs_ppo_iterations_on_the_stand_in(tmp_path):
+    from atcrl.cli import main as atcrl
+    from atcrl.metrics_log import read_jsonl
+
+    out = tmp_path / "run"
+    args = ["train", "--env", "miniworld:FourRooms", "--preset", "atari-ppo", "--steps", "128", "--ppo.num-envs", "2",
+            "--ppo.horizon", "32", "--ppo.image-size", "32", "--ppo.encoder", "dmlab", "--ppo.agent.hidden", "32",
+            "--eval-episodes", "0", "--no-tensorboard", "--device", "cpu", "--out", str(out)]
+    assert atcrl(args) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows and rows[-1]["step"] == 128 and "rl/loss" in rows[-1]
