@@ -85,7 +85,11 @@ NOTES: dict[Scale, str] = {
     "full": "The paper's settings: the five DMC tasks at their reference lengths, all four Atari variants. Beyond "
             "the paper, in their own group: finger-spin and reacher-easy, which have CURL/DrQ anchors but no "
             "reference length, at 500k env steps. PPO runs evaluate 10 greedy episodes at the end; "
-            "their learning curves are the training episodes' raw scores (rl/episode_return), as in the paper.",
+            "their learning curves are the training episodes' raw scores (rl/episode_return), as in the paper. "
+            "DMLab: the recurrent PPO's RL only, ATC only and RL + ATC for 25M agent steps on the MiniWorld "
+            "stand-ins of explore_goal_locations small (miniworld:FourRooms) and large (miniworld:Maze), at "
+            "DMLab's 72x96 frames and action repeat 4 but with MiniWorld's actions, rewards and episodes "
+            "(docs/reference-settings.md, D11); no greedy evaluation, the curves are the training episodes' returns.",
     "cpu-small": "Reduced to fit about an hour on a 2-core CPU (--jobs 2). DMC: only cartpole-swingup (the fastest "
                  "to learn, action repeat 8), 4000 agent steps (32k env steps) with a 1000-step warm-up, batch 128 "
                  "instead of 256, evaluation every 500 steps with 5 episodes, fast rendering (no shadows, reflections "
@@ -95,7 +99,10 @@ NOTES: dict[Scale, str] = {
                  "ATC makes as many updates per PPO update as in the paper (6 per iteration, decaying), so its conv "
                  "sees about 1% of the paper's UL updates: this tests early learning only. No greedy evaluation (a "
                  "barely trained greedy Breakout policy that never fires plays 27k steps per episode); compare the "
-                 "training episodes' raw scores (rl/episode_return), which are what the paper plots for Atari.",
+                 "training episodes' raw scores (rl/episode_return), which are what the paper plots for Atari. "
+                 "DMLab stand-in: miniworld:FourRooms only, 16,384 agent steps (8 iterations of 16 envs x 128) "
+                 "instead of 25M; the ATC variants start UL at 2048 and RL at 4096 agent steps (paper: 2e4 / 1e5), "
+                 "so RL runs 6 iterations: a smoke-scale comparison of early learning.",
     "tiny": "Smoke test on tiny envs; the numbers mean nothing.",
 }
 
