@@ -23,8 +23,8 @@ def test_full_scale_runs_every_variant_on_both_stand_ins_for_25m_steps():
     assert {(s.env, flag(s.command, "--preset")) for s in steps} == {(e, p) for e in LAB_TASKS for p in PRESETS}
     assert len(steps) == len(LAB_TASKS) * len(LAB_VARIANTS)
     assert all(flag(s.command, "--steps") == "25000000" for s in steps)
-    # The paper's settings: every --ppo_lstm.* flag left at the presets' defaults.
-    assert not any(tok.startswith("--ppo_lstm.") for s in steps for tok in s.command)
+    # The paper's settings: every --ppo-lstm.* flag left at the presets' defaults.
+    assert not any(tok.startswith("--ppo-lstm.") for s in steps for tok in s.command)
     assert {s.variant for s in steps} == {"end-to-end", "decoupled-atc", "rl-atc"}
     assert len(lab_steps("full", 3)) == 3 * len(steps)
 
@@ -36,7 +36,7 @@ def test_cpu_small_is_four_rooms_with_scaled_ul_and_rl_starts_for_the_atc_varian
     for step in steps:
         assert flag(step.command, "--steps") == "16384" and step.estimate_s < 15 * 60
         atc = flag(step.command, "--preset") != "dmlab-ppo"
-        assert (flag(step.command, "--ppo_lstm.ul-start-steps"), flag(step.command, "--ppo_lstm.rl-start-steps")) == (
+        assert (flag(step.command, "--ppo-lstm.ul-start-steps"), flag(step.command, "--ppo-lstm.rl-start-steps")) == (
             ("2048", "4096") if atc else (None, None))
         assert not any(tok.startswith("--ppo.") for tok in step.command)
 

@@ -76,7 +76,7 @@ BUDGETS: dict[Scale, Budget] = {
                         ("--ppo.ul-start-steps", "2048", "--ppo.rl-start-steps", "6144"),
                         lab_tasks=LAB_TASKS[:1],
                         lab=PPORun(LAB_CPU_SMALL_STEPS, extra=("--ckpt-every", "8192", "--keep-checkpoints", "1")),
-                        lab_atc_flags=("--ppo_lstm.ul-start-steps", "2048", "--ppo_lstm.rl-start-steps", "4096")),
+                        lab_atc_flags=("--ppo-lstm.ul-start-steps", "2048", "--ppo-lstm.rl-start-steps", "4096")),
     "tiny": Budget(("tiny:point",), scales.RL["tiny"], ("tiny:catch",), PPORun(128, extra=_TINY_PPO),
                    ("--ppo.ul-start-steps", "32", "--ppo.rl-start-steps", "64", "--ppo.atc.batch-size", "16")),
 }
