@@ -23,7 +23,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from atcrl.envs.atari import MAX_EPISODE_FRAMES, build_atari, make_atari_vector
 from atcrl.envs.dmc import build_dmc
 from atcrl.envs.dmlab import DMLAB_INSTALL, build_dmlab
-from atcrl.envs.errors import unknown
+from atcrl.envs.errors import pip_command, unknown
 from atcrl.envs.gym_pixels import build_gym
 from atcrl.envs.lab3d import LAB_FRAME, build_miniworld
 from atcrl.envs.meta import Built, EnvMeta, WithMeta
@@ -51,11 +51,12 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "dmc": Family(build_dmc, "dmc:cartpole-swingup", "dm_control", "pip install 'atcrl[dmc]'"),
-    "atari": Family(build_atari, "atari:Pong", "ale_py", "pip install 'atcrl[atari]'"),
-    "gym": Family(build_gym, "gym:MiniWorld-OneRoom-v0", "miniworld", "pip install 'atcrl[3d]'"),
-    "miniworld": Family(build_miniworld, "miniworld:FourRooms", "miniworld", "pip install 'atcrl[3d]'", LAB_FRAME),
-    "dmlab": Family(build_dmlab, "dmlab:explore_goal_locations_small", "deepmind_lab", DMLAB_INSTALL, LAB_FRAME),
+    "dmc": Family(build_dmc, "dmc:cartpole-swingup", "dm_control", pip_command("dmc")),
+    "atari": Family(build_atari, "atari:Pong", "ale_py", pip_command("atari")),
+    "gym": Family(build_gym, "gym:MiniWorld-OneRoom-v0", "miniworld", pip_command("3d")),
+    "miniworld": Family(build_miniworld, "miniworld:FourRooms", "miniworld", pip_command("3d"), LAB_FRAME),
+    "dmlab": Family(build_dmlab, "dmlab:explore_goal_locations_small", "deepmind_lab", DMLAB_INSTALL,
+                    LAB_FRAME),
     "tiny": Family(build_tiny, "tiny:point", None, None),
 }
 
@@ -82,7 +83,8 @@ def frame_size(family: str, image_size: ImageSize) -> tuple[int, int]:
     elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
         size = tuple(image_size)
     else:
-        raise ValueError(f"image_size must be None, one int (a square side) or (height, width), got {image_size!r}")
+        raise ValueError("image_size must be None, one int (a square side) or (height, width), "
+                         f"got {image_size!r}")
     if not all(isinstance(side, int) and not isinstance(side, bool) and side >= 8 for side in size):
         raise ValueError(f"image_size sides must be ints >= 8 pixels, got {image_size!r}")
     return int(size[0]), int(size[1])
@@ -95,13 +97,15 @@ def _check_args(frame_stack: int | None, action_repeat: int | None) -> None:
 
 
 def make_env(spec: str, *, seed: int | None = None, frame_stack: int | None = None,
-             action_repeat: int | None = None, image_size: ImageSize = None, fast_render: bool = False) -> gym.Env:
+             action_repeat: int | None = None, image_size: ImageSize = None,
+             fast_render: bool = False) -> gym.Env:
     """A pixel env with uint8 observations [frame_stack * C, height, width], oldest frame first.
 
     image_size: None = the family's frame (FAMILIES[family].frame), an int = a square frame, or a
-    (height, width) pair. frame_stack / action_repeat default per family (see EnvMeta via env_meta(env)). `seed` seeds the
-    first reset that passes none, so the whole run is reproducible. `fast_render` (DMC only) turns off
-    shadows, reflections and multisampling: faster, but the pixels differ from the default rendering.
+    (height, width) pair. frame_stack / action_repeat default per family (see EnvMeta via env_meta(env)).
+    `seed` seeds the first reset that passes none, so the whole run is reproducible. `fast_render` (DMC
+    only) turns off shadows, reflections and multisampling: faster, but the pixels differ from the default
+    rendering.
     """
     family, name = parse_spec(spec)
     size = frame_size(family, image_size)
