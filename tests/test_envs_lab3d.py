@@ -59,13 +59,27 @@ def test_four_rooms_has_the_dmlab_shape_by_default():
     env = make_env("miniworld:FourRooms", seed=0)
     meta = env_meta(env)
     assert (meta.family, meta.frame_channels, meta.frame_stack, meta.action_repeat) == ("miniworld", 3, 1, 4)
-    assert meta.discrete and env.action_space.n == 3
+    assert meta.discrete and env.action_space.n == 3 and meta.physics_dim == 4
     assert meta.max_episode_steps == 63  # MiniWorld's 250 underlying steps / repeat 4, rounded up
     obs, _ = env.reset()
     assert obs.shape == (3, 72, 96) and obs.dtype == np.uint8
     assert env.unwrapped.observation_space.shape == (72, 96, 3)  # rendered at 72x96, not resized
     env.step(2)
     assert env.unwrapped.step_count == 4  # one agent step = 4 MiniWorld steps
+
+
+@needs_miniworld
+def test_four_rooms_reports_the_agent_pose_as_physics():
+    env = make_env("miniworld:FourRooms", seed=1)
+    assert env_meta(env).physics_dim == 4
+    _, info = env.reset()
+    agent = env.unwrapped.agent
+    x, z, c, s = info["physics"]
+    assert (x, z) == (agent.pos[0], agent.pos[2]) and np.isclose(c * c + s * s, 1.0)
+    _, _, _, _, turned = env.step(0)  # turn left: heading changes, position does not
+    assert np.allclose(turned["physics"][:2], (x, z)) and not np.allclose(turned["physics"][2:], (c, s))
+    _, _, _, _, moved = env.step(2)  # forward (unless a wall is right there): position changes
+    assert not np.allclose(moved["physics"][:2], turned["physics"][:2])
 
 
 @needs_miniworld

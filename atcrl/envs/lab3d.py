@@ -2,7 +2,8 @@
 
 DeepMind Lab needs a bazel build, so this family gives its observation and control shape with MiniWorld,
 which installs with pip: RGB frames of 72x96 (height x width) by default, each agent action repeated 4
-times, no frame stacking (the DMLab agent is recurrent), discrete actions. Names are MiniWorld's env ids
+times, no frame stacking (the DMLab agent is recurrent), discrete actions; info["physics"] is the agent's
+pose (x, z, cos and sin of the heading), which DeepMind Lab does not give. Names are MiniWorld's env ids
 without "MiniWorld-" and "-v0": miniworld:FourRooms is MiniWorld-FourRooms-v0. Every registered MiniWorld
 task works; STAND_INS says which DeepMind Lab level each of the chosen ones stands for.
 
@@ -18,8 +19,11 @@ agent steps).
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from atcrl.envs.errors import require, unknown
 from atcrl.envs.gl import configure_pyglet_headless
@@ -44,6 +48,28 @@ STAND_INS: dict[str, str] = {
 DeepMind Lab's lasertag and watermaze levels have no MiniWorld counterpart."""
 
 
+POSE_DIM = 4
+"""Length of info["physics"]: the agent's floor position (x, z) and heading (cos, sin)."""
+
+
+class AgentPose(gym.Wrapper):
+    """Adds the MiniWorld agent's pose after each reset and step as info["physics"] (for linear probes)."""
+
+    def _pose(self, info: dict[str, Any]) -> dict[str, Any]:
+        agent = self.env.unwrapped.agent
+        heading = float(agent.dir)
+        pose = [float(agent.pos[0]), float(agent.pos[2]), math.cos(heading), math.sin(heading)]
+        return {**info, "physics": np.array(pose, np.float64)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs, self._pose(info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._pose(info)
+
+
 def _env_id(name: str) -> str:
     return f"MiniWorld-{name}-v0"
 
@@ -63,4 +89,5 @@ def build_miniworld(name: str, *, action_repeat: int | None, size: tuple[int, in
         raise unknown("miniworld task", name, tasks, example="miniworld:FourRooms")
     built = build_gym(_env_id(name), action_repeat=action_repeat or LAB_ACTION_REPEAT, size=size,
                       fast_render=fast_render)
-    return dataclasses.replace(built, frame_stack=LAB_FRAME_STACK)
+    return dataclasses.replace(built, env=AgentPose(built.env), frame_stack=LAB_FRAME_STACK,
+                               physics_dim=POSE_DIM)
