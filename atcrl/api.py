@@ -90,10 +90,12 @@ def pretrain(
 
 
 def make_env(spec: str, **options: Any) -> gym.Env:
-    """A pixel env from a spec: "dmc:cartpole-swingup", "atari:Pong", "gym:MiniWorld-OneRoom-v0", "tiny:point".
+    """A pixel env from a spec: "dmc:cartpole-swingup", "atari:Pong", "gym:MiniWorld-OneRoom-v0",
+    "miniworld:FourRooms", "dmlab:explore_goal_locations_small", "tiny:point".
 
     Observations are uint8 [frame_stack * C, H, W], oldest frame first. options: ``seed`` (of the first
-    reset), ``frame_stack``, ``action_repeat`` (None = the family's defaults), ``image_size`` (84),
+    reset), ``frame_stack``, ``action_repeat`` (None = the family's defaults), ``image_size`` (None = the
+    family's frame, 84x84 or 72x96 for miniworld/dmlab; an int for a square frame; or (height, width)),
     ``fast_render`` (DMC only).
     """
     from atcrl.envs import make_env as make
@@ -104,7 +106,8 @@ def make_env(spec: str, **options: Any) -> gym.Env:
 def collect(
     env: str, episodes: int, out: str | Path, *,
     policy: Callable[[np.ndarray, np.random.Generator], Any] | None = None,
-    seed: int = 0, image_size: int = 84, append: bool = False, progress: bool = False, **options: Any,
+    seed: int = 0, image_size: int | tuple[int, int] | None = None, append: bool = False, progress: bool = False,
+    **options: Any,
 ) -> Path:
     """Record ``episodes`` episodes of ``policy`` in env ``env`` into a new dataset directory ``out``.
 

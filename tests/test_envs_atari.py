@@ -38,7 +38,7 @@ def test_game_over_terminates_and_frame_cap_truncates():
     from atcrl.envs.wrappers import FrameStack
 
     base = gym.make("ALE/Pong-v5", obs_type="grayscale", frameskip=1, disable_env_checker=True)
-    capped = FrameStack(AtariFrames(base, frameskip=4, image_size=16, max_episode_frames=40), 4)
+    capped = FrameStack(AtariFrames(base, frameskip=4, size=(16, 16), max_episode_frames=40), 4)
     capped.reset(seed=0)
     flags = [capped.step(0)[2:4] for _ in range(10)]
     assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
@@ -77,7 +77,7 @@ def _paired_envs(game: str, rom: str, seed: int):
 
     base = gym.make(f"ALE/{game}-v5", obs_type="grayscale", frameskip=1, repeat_action_probability=0.0,
                     max_num_frames_per_episode=None, disable_env_checker=True)
-    single = FrameStack(AtariFrames(base, frameskip=4, image_size=84, noop_max=1), 4)
+    single = FrameStack(AtariFrames(base, frameskip=4, size=(84, 84), noop_max=1), 4)
     single.reset(seed=0)
     base.unwrapped.ale.setInt("random_seed", seed)  # the vector env seeds the emulator directly
     base.unwrapped.load_game()

@@ -69,9 +69,17 @@ PER_STEP = ("--out", "--seed", "--env", "--encoder", "--data", "--checkpoint")
 """Flags whose values name a step's own paths, seed or env: commands differing only there parse alike."""
 
 
+def runnable_here(step: Step) -> bool:
+    """False for the online DMLab runs while the recurrent PPO agent (ppo_lstm, presets dmlab-ppo*) is not
+    in this tree; they parse, and are checked here, once it is."""
+    from atcrl.train.algorithms import ALGORITHMS
+
+    return step.group != "online-dmlab" or "ppo_lstm" in ALGORITHMS
+
+
 def distinct_commands(exp: Experiment) -> list[Step]:
     seen, kept = set(), []
-    for step in exp.steps:
+    for step in filter(runnable_here, exp.steps):
         shape = tuple("*" if i and step.command[i - 1] in PER_STEP else tok for i, tok in enumerate(step.command))
         if shape not in seen:
             seen.add(shape)

@@ -54,9 +54,9 @@ def resolve_game(name: str) -> tuple[str, str]:
 
 
 class AtariFrames(gym.Wrapper):
-    """ALE v5 at frameskip 1 -> agent steps of `frameskip` frames, giving single grey [1, size, size] frames."""
+    """ALE v5 at frameskip 1 -> agent steps of `frameskip` frames, giving single grey [1, height, width] frames."""
 
-    def __init__(self, env: gym.Env, *, frameskip: int, image_size: int, noop_max: int = NOOP_MAX,
+    def __init__(self, env: gym.Env, *, frameskip: int, size: tuple[int, int], noop_max: int = NOOP_MAX,
                  max_episode_frames: int = MAX_EPISODE_FRAMES) -> None:
         super().__init__(env)
         if frameskip < 1:
@@ -70,13 +70,13 @@ class AtariFrames(gym.Wrapper):
         self.frameskip = frameskip
         self.noop_max = noop_max
         self.max_steps = max_episode_frames // frameskip
-        self.size = image_size
+        self.size = size
         self._screens = np.zeros((2, 210, 160), np.uint8)
         self._steps = 0
-        self.observation_space = gym.spaces.Box(0, 255, (1, image_size, image_size), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (1, *size), np.uint8)
 
     def _frame(self, screen: np.ndarray) -> np.ndarray:
-        return resize_chw(screen[None], self.size, self.size)
+        return resize_chw(screen[None], *self.size)
 
     def _info(self) -> dict[str, Any]:
         return {"lives": self.ale.lives(), "episode_frame_number": self.ale.getEpisodeFrameNumber()}
@@ -116,7 +116,7 @@ class AtariFrames(gym.Wrapper):
         return self._frame(screen), reward, game_over, truncated, self._info()
 
 
-def build_atari(name: str, *, action_repeat: int | None, image_size: int, fast_render: bool) -> Built:
+def build_atari(name: str, *, action_repeat: int | None, size: tuple[int, int], fast_render: bool) -> Built:
     """fast_render is ignored: Atari frames cost nothing to render."""
     ale_py = _ale()
     pascal, _ = resolve_game(name)
@@ -125,7 +125,7 @@ def build_atari(name: str, *, action_repeat: int | None, image_size: int, fast_r
     base = gym.make(f"ALE/{pascal}-v5", obs_type="grayscale", frameskip=1,
                     repeat_action_probability=STICKY_ACTION_PROB, full_action_space=False,
                     max_num_frames_per_episode=None, disable_env_checker=True)
-    env = AtariFrames(base, frameskip=repeat, image_size=image_size)
+    env = AtariFrames(base, frameskip=repeat, size=size)
     return Built(env, DEFAULT_STACK, repeat, None, env.max_steps)
 
 
@@ -174,7 +174,7 @@ class AtariVectorFrames(gym.vector.VectorWrapper):
 
 
 def make_atari_vector(name: str, num_envs: int, *, frame_stack: int | None, action_repeat: int | None,
-                      image_size: int, num_threads: int | None) -> tuple[gym.vector.VectorEnv, int, int]:
+                      size: tuple[int, int], num_threads: int | None) -> tuple[gym.vector.VectorEnv, int, int]:
     """ALE's threaded vector env with the paper's settings; returns (env, frame_stack, action_repeat)."""
     _ale()
     from ale_py.vector_env import AtariVectorEnv
@@ -185,7 +185,7 @@ def make_atari_vector(name: str, num_envs: int, *, frame_stack: int | None, acti
     vec = AtariVectorEnv(
         rom, num_envs, num_threads=num_threads or 0, repeat_action_probability=STICKY_ACTION_PROB,
         reward_clipping=False, episodic_life=False, noop_max=NOOP_MAX, use_fire_reset=True,
-        stack_num=1, frameskip=repeat, maxpool=True, img_height=image_size, img_width=image_size,
+        stack_num=1, frameskip=repeat, maxpool=True, img_height=size[0], img_width=size[1],
         max_num_frames_per_episode=MAX_EPISODE_FRAMES, autoreset_mode=AutoresetMode.SAME_STEP,
     )
     return AtariVectorFrames(vec, stack), stack, repeat

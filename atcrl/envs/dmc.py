@@ -38,11 +38,11 @@ def all_tasks() -> list[str]:
 
 
 class DMCFrames(gym.Env):
-    """A dm_control task as a gymnasium env of single [3, size, size] RGB frames; info["physics"] is the state."""
+    """A dm_control task as a gymnasium env of single [3, height, width] RGB frames; info["physics"] is the state."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, domain: str, task: str, *, action_repeat: int, image_size: int, fast_render: bool) -> None:
+    def __init__(self, domain: str, task: str, *, action_repeat: int, size: tuple[int, int], fast_render: bool) -> None:
         suite = _suite()
         check_dm_control_backend()
         self._env = suite.load(domain, task, task_kwargs={"time_limit": float("inf")})
@@ -55,7 +55,8 @@ class DMCFrames(gym.Env):
             model.light_castshadow[:] = False
             model.mat_reflectance[:] = 0.0
         self.repeat = action_repeat
-        self.size = image_size
+        self.size = size
+        """Frame (height, width) in pixels."""
         self.camera = CAMERA.get(domain, 0)
         self._camera = None
         spec = self._env.action_spec()
@@ -63,7 +64,7 @@ class DMCFrames(gym.Env):
         self._low, self._high = spec.minimum.astype(np.float64), spec.maximum.astype(np.float64)
         self._scaled = np.isfinite(self._low) & np.isfinite(self._high) & (self._high - self._low < 1e6)
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
-        self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (3, *size), np.uint8)
         self.elapsed_steps = 0
         """Underlying env steps since reset."""
 
@@ -72,7 +73,7 @@ class DMCFrames(gym.Env):
             # One camera for the env's lifetime: physics.render() would rebuild the scene every frame.
             from dm_control.mujoco import Camera
 
-            self._camera = Camera(self.physics, height=self.size, width=self.size, camera_id=self.camera)
+            self._camera = Camera(self.physics, height=self.size[0], width=self.size[1], camera_id=self.camera)
         image = self._camera.render()
         return np.ascontiguousarray(image.transpose(2, 0, 1))
 
@@ -106,12 +107,12 @@ class DMCFrames(gym.Env):
         self.physics.free()
 
 
-def build_dmc(name: str, *, action_repeat: int | None, image_size: int, fast_render: bool) -> Built:
+def build_dmc(name: str, *, action_repeat: int | None, size: tuple[int, int], fast_render: bool) -> Built:
     tasks = all_tasks()
     if name not in tasks:
         raise unknown("dmc task", name, tasks, example="dmc:cartpole-swingup")
     domain, task = name.split("-")
     repeat = action_repeat or DEFAULT_ACTION_REPEAT.get(domain, OTHER_ACTION_REPEAT)
-    env = DMCFrames(domain, task, action_repeat=repeat, image_size=image_size, fast_render=fast_render)
+    env = DMCFrames(domain, task, action_repeat=repeat, size=size, fast_render=fast_render)
     physics_dim = int(env.physics.get_state().shape[0])
     return Built(env, 3, repeat, physics_dim, math.ceil(TIME_LIMIT / repeat))

@@ -8,14 +8,21 @@ from collections.abc import Iterable
 from types import ModuleType
 
 
-def require(module: str, extra: str, family: str) -> ModuleType:
-    """Import an optional dependency, or say which extra of atcrl installs it."""
+def pip_command(extra: str) -> str:
+    """The command that installs an atcrl extra."""
+    return f"pip install 'atcrl[{extra}]'"
+
+
+def require(module: str, extra: str | None, family: str, install: str | None = None) -> ModuleType:
+    """Import an optional dependency, or say how to install it: the atcrl extra, or `install` when no
+    extra can (a package pip cannot install)."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        how = install or pip_command(str(extra))
         raise ImportError(
             f"the {family!r} environments need the optional package {module!r}, which is not installed "
-            f"({err}). Install it with: pip install 'atcrl[{extra}]'"
+            f"({err}). Install it with: {how}"
         ) from err
 
 

@@ -1,8 +1,8 @@
 """Any registered gymnasium env with image observations ("gym:<id>"), e.g. gym:MiniWorld-OneRoom-v0.
 
-Observations (HxW, HxWxC or CxHxW uint8) become square [C, size, size] frames; envs whose observations
-are not images are refused with an error, since every atcrl encoder reads pixels. MiniWorld envs render
-directly at the requested size and are imported with headless EGL rendering.
+Observations (HxW, HxWxC or CxHxW uint8) become [C, height, width] frames at the requested size; envs whose
+observations are not images are refused with an error, since every atcrl encoder reads pixels. MiniWorld
+envs render directly at the requested size and are imported with headless EGL rendering.
 """
 
 from __future__ import annotations
@@ -33,15 +33,16 @@ def _episode_limit(env: gym.Env) -> int | None:
     return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 
-def build_gym(name: str, *, action_repeat: int | None, image_size: int, fast_render: bool) -> Built:
+def build_gym(name: str, *, action_repeat: int | None, size: tuple[int, int], fast_render: bool) -> Built:
     """fast_render is ignored: gymnasium envs offer no common rendering-quality switch."""
     _register_for(name)
     if name not in gym.registry:
         raise unknown("gymnasium env id", name, gym.registry, example="gym:MiniWorld-OneRoom-v0")
-    kwargs = {"obs_width": image_size, "obs_height": image_size} if name.startswith("MiniWorld") else {}
+    height, width = size
+    kwargs = {"obs_width": width, "obs_height": height} if name.startswith("MiniWorld") else {}
     base = gym.make(name, disable_env_checker=True, **kwargs)
     try:
-        env: gym.Env = PixelFrames(base, image_size)
+        env: gym.Env = PixelFrames(base, size)
     except ValueError as err:
         base.close()
         raise ValueError(f"gym:{name} cannot be used: {err}") from None

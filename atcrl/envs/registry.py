@@ -1,8 +1,12 @@
 """Spec strings -> environments: make_env / make_vec_env for every family.
 
-A spec is "<family>:<name>": dmc:cartpole-swingup, atari:Pong, gym:MiniWorld-OneRoom-v0, tiny:point.
-Each family builder returns single channels-first frames; frame stacking, seeding and the EnvMeta tag
-are added here in one place, so all families share one observation layout.
+A spec is "<family>:<name>": dmc:cartpole-swingup, atari:Pong, gym:MiniWorld-OneRoom-v0,
+miniworld:FourRooms, dmlab:explore_goal_locations_small, tiny:point. Each family builder returns single
+channels-first frames; frame stacking, seeding and the EnvMeta tag are added here in one place, so all
+families share one observation layout.
+
+Frame sizes: ``image_size`` is None (the family's own frame: 84x84, or 72x96 for the DeepMind Lab-shaped
+families), an int (a square frame of that side) or a (height, width) pair.
 """
 
 from __future__ import annotations
@@ -18,29 +22,41 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from atcrl.envs.atari import MAX_EPISODE_FRAMES, build_atari, make_atari_vector
 from atcrl.envs.dmc import build_dmc
-from atcrl.envs.errors import unknown
+from atcrl.envs.dmlab import DMLAB_INSTALL, build_dmlab
+from atcrl.envs.errors import pip_command, unknown
 from atcrl.envs.gym_pixels import build_gym
+from atcrl.envs.lab3d import LAB_FRAME, build_miniworld
 from atcrl.envs.meta import Built, EnvMeta, WithMeta
 from atcrl.envs.tiny import build_tiny
 from atcrl.envs.wrappers import FrameStack
+
+ImageSize = int | tuple[int, int] | None
+"""A requested frame size: None (the family's default frame), a square side, or (height, width)."""
+
+DEFAULT_FRAME = (84, 84)
 
 
 @dataclass(frozen=True)
 class Family:
     build: Callable[..., Built]
-    """Builder: (name, *, action_repeat, image_size, fast_render) -> Built."""
+    """Builder: (name, *, action_repeat, size=(height, width), fast_render) -> Built."""
     example: str
     """A spec that works when the family's dependency is installed."""
     module: str | None
     """Optional package the family needs (None: always available)."""
-    extra: str | None
-    """The atcrl extra that installs `module`."""
+    install: str | None
+    """How to install `module` (a pip command, or where to get it when pip cannot)."""
+    frame: tuple[int, int] = DEFAULT_FRAME
+    """The family's frame (height, width) when image_size is None."""
 
 
 FAMILIES: dict[str, Family] = {
-    "dmc": Family(build_dmc, "dmc:cartpole-swingup", "dm_control", "dmc"),
-    "atari": Family(build_atari, "atari:Pong", "ale_py", "atari"),
-    "gym": Family(build_gym, "gym:MiniWorld-OneRoom-v0", "miniworld", "3d"),
+    "dmc": Family(build_dmc, "dmc:cartpole-swingup", "dm_control", pip_command("dmc")),
+    "atari": Family(build_atari, "atari:Pong", "ale_py", pip_command("atari")),
+    "gym": Family(build_gym, "gym:MiniWorld-OneRoom-v0", "miniworld", pip_command("3d")),
+    "miniworld": Family(build_miniworld, "miniworld:FourRooms", "miniworld", pip_command("3d"), LAB_FRAME),
+    "dmlab": Family(build_dmlab, "dmlab:explore_goal_locations_small", "deepmind_lab", DMLAB_INSTALL,
+                    LAB_FRAME),
     "tiny": Family(build_tiny, "tiny:point", None, None),
 }
 
@@ -58,26 +74,43 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return family, name
 
 
-def _check_args(image_size: int, frame_stack: int | None, action_repeat: int | None) -> None:
-    if image_size < 8:
-        raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
+def frame_size(family: str, image_size: ImageSize) -> tuple[int, int]:
+    """The (height, width) a family renders for `image_size`; ValueError for a size that is not one."""
+    if image_size is None:
+        return FAMILIES[family].frame
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        size: tuple[Any, ...] = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        size = tuple(image_size)
+    else:
+        raise ValueError("image_size must be None, one int (a square side) or (height, width), "
+                         f"got {image_size!r}")
+    if not all(isinstance(side, int) and not isinstance(side, bool) and side >= 8 for side in size):
+        raise ValueError(f"image_size sides must be ints >= 8 pixels, got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_args(frame_stack: int | None, action_repeat: int | None) -> None:
     for name, value in (("frame_stack", frame_stack), ("action_repeat", action_repeat)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1 (or None for the family default), got {value}")
 
 
 def make_env(spec: str, *, seed: int | None = None, frame_stack: int | None = None,
-             action_repeat: int | None = None, image_size: int = 84, fast_render: bool = False) -> gym.Env:
-    """A pixel env with uint8 observations [frame_stack * C, image_size, image_size], oldest frame first.
+             action_repeat: int | None = None, image_size: ImageSize = None,
+             fast_render: bool = False) -> gym.Env:
+    """A pixel env with uint8 observations [frame_stack * C, height, width], oldest frame first.
 
-    frame_stack / action_repeat default per family (see EnvMeta via env_meta(env)). `seed` seeds the
-    first reset that passes none, so the whole run is reproducible. `fast_render` (DMC only) turns off
-    shadows, reflections and multisampling: faster, but the pixels differ from the default rendering.
+    image_size: None = the family's frame (FAMILIES[family].frame), an int = a square frame, or a
+    (height, width) pair. frame_stack / action_repeat default per family (see EnvMeta via env_meta(env)).
+    `seed` seeds the first reset that passes none, so the whole run is reproducible. `fast_render` (DMC
+    only) turns off shadows, reflections and multisampling: faster, but the pixels differ from the default
+    rendering.
     """
     family, name = parse_spec(spec)
-    _check_args(image_size, frame_stack, action_repeat)
-    built = FAMILIES[family].build(name, action_repeat=action_repeat, image_size=image_size,
-                                   fast_render=fast_render)
+    size = frame_size(family, image_size)
+    _check_args(frame_stack, action_repeat)
+    built = FAMILIES[family].build(name, action_repeat=action_repeat, size=size, fast_render=fast_render)
     stack = frame_stack or built.frame_stack
     env = FrameStack(built.env, stack)
     meta = EnvMeta(
@@ -105,7 +138,7 @@ class _VecWithMeta(gym.vector.VectorWrapper):
 
 
 def make_vec_env(spec: str, num_envs: int, *, seed: int | None = None, asynchronous: bool = False,
-                 frame_stack: int | None = None, action_repeat: int | None = None, image_size: int = 84,
+                 frame_stack: int | None = None, action_repeat: int | None = None, image_size: ImageSize = None,
                  fast_render: bool = False, num_threads: int | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of make_env(spec) with gymnasium's SAME_STEP autoreset for every family.
 
@@ -117,17 +150,18 @@ def make_vec_env(spec: str, num_envs: int, *, seed: int | None = None, asynchron
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     family, name = parse_spec(spec)
-    _check_args(image_size, frame_stack, action_repeat)
+    size = frame_size(family, image_size)
+    _check_args(frame_stack, action_repeat)
     if family == "atari":
         threads = num_threads or min(num_envs, os.cpu_count() or 1)
         vec, stack, repeat = make_atari_vector(name, num_envs, frame_stack=frame_stack, action_repeat=action_repeat,
-                                               image_size=image_size, num_threads=threads)
+                                               size=size, num_threads=threads)
         meta = EnvMeta(spec=f"atari:{name}", family="atari", frame_channels=1, frame_stack=stack,
                        action_repeat=repeat, discrete=True, physics_dim=None,
                        max_episode_steps=MAX_EPISODE_FRAMES // repeat)
         return _VecWithMeta(vec, meta, seed)
     make_one = functools.partial(make_env, spec, frame_stack=frame_stack, action_repeat=action_repeat,
-                                 image_size=image_size, fast_render=fast_render)
+                                 image_size=size, fast_render=fast_render)
     if asynchronous:
         # spawn, not fork: children must not inherit the parent's GL/EGL state.
         vec = AsyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")

@@ -15,11 +15,13 @@ class EnvsConfig:
     steps: int = 200
     """Random-action agent steps per env for the speed probe (0: only check that reset + one step work)."""
     families: tuple[str, ...] = ()
-    """Families to check (dmc, atari, gym, tiny); empty means all. Each is probed with its example spec."""
+    """Families to check (dmc, atari, gym, miniworld, dmlab, tiny); empty means all. Each is probed with its
+    example spec."""
     specs: tuple[str, ...] = ()
     """Probe these specs instead of the family examples, e.g. dmc:cheetah-run atari:Breakout."""
-    image_size: int = 84
-    """Observation side in pixels for the probe."""
+    image_size: int | None = None
+    """Square observation side in pixels for the probe; None = each family's own frame (84x84; 72x96 for
+    miniworld and dmlab)."""
     fast_render: bool = False
     """Probe with fast DMC rendering (no shadows, reflections or multisampling; changes the pixels)."""
     num_envs: int = 1
@@ -49,7 +51,7 @@ def probe(spec: str, cfg: EnvsConfig) -> ProbeResult:
     family_name, _ = parse_spec(spec)
     family = FAMILIES[family_name]
     if family.module is not None and importlib.util.find_spec(family.module) is None:
-        return ProbeResult(family_name, spec, f"no: pip install 'atcrl[{family.extra}]'", "-", None, True)
+        return ProbeResult(family_name, spec, f"no: {family.install}", "-", None, True)
     vectorised = cfg.num_envs > 1
     kwargs = {"seed": 0, "image_size": cfg.image_size, "fast_render": cfg.fast_render}
     try:

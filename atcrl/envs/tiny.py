@@ -169,13 +169,15 @@ TINY_ENVS: dict[str, tuple[type[gym.Env], int, int, int]] = {
 }
 
 
-def build_tiny(name: str, *, action_repeat: int | None, image_size: int, fast_render: bool) -> Built:
+def build_tiny(name: str, *, action_repeat: int | None, size: tuple[int, int], fast_render: bool) -> Built:
     """A tiny env producing single frames; fast_render is meaningless here (rendering is numpy)."""
     if name not in TINY_ENVS:
         raise unknown("tiny env", name, TINY_ENVS, example="tiny:point")
     cls, stack, physics_dim, episode_steps = TINY_ENVS[name]
+    if size[0] != size[1]:
+        raise ValueError(f"tiny:{name} renders square frames only; give image_size as one int, got {size[0]}x{size[1]}")
     repeat = action_repeat or 1
-    env: gym.Env = cls(image_size)
+    env: gym.Env = cls(size[0])
     if repeat > 1:
         env = ActionRepeat(env, repeat)
     return Built(env, stack, repeat, physics_dim, math.ceil(episode_steps / repeat))

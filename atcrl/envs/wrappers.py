@@ -146,9 +146,9 @@ def to_chw(obs: np.ndarray, layout: str) -> np.ndarray:
 
 
 class PixelFrames(gym.ObservationWrapper):
-    """Turn an env with image observations (HW, HWC or CHW uint8) into square [C, size, size] frames."""
+    """Turn an env with image observations (HW, HWC or CHW uint8) into [C, height, width] frames."""
 
-    def __init__(self, env: gym.Env, size: int) -> None:
+    def __init__(self, env: gym.Env, size: tuple[int, int]) -> None:
         super().__init__(env)
         layout = image_layout(env.observation_space)
         if layout is None:
@@ -160,7 +160,8 @@ class PixelFrames(gym.ObservationWrapper):
         shape = env.observation_space.shape
         channels = 1 if layout == "HW" else (shape[-1] if layout == "HWC" else shape[0])
         self.size = size
-        self.observation_space = gym.spaces.Box(0, 255, (min(channels, 3), size, size), np.uint8)
+        """Frame (height, width) in pixels."""
+        self.observation_space = gym.spaces.Box(0, 255, (min(channels, 3), *size), np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return resize_chw(to_chw(np.asarray(observation), self.layout), self.size, self.size)
+        return resize_chw(to_chw(np.asarray(observation), self.layout), *self.size)

@@ -90,6 +90,12 @@ class Pretrain:
         return max(2, round(PAPER_BATCH[objective] * self.batch_fraction))
 
 
+DECOUPLED_PPO_PRESETS = frozenset({"atari-ppo-atc", "dmlab-ppo-atc"})
+"""PPO presets whose conv only UL trains (their runs are costed at the decoupled rate)."""
+LAB_FAMILIES = ("miniworld:", "dmlab:")
+"""Env families with the DeepMind Lab setting (costed at cost.LAB_PPO_RATE)."""
+
+
 def task_of(env: str) -> str:
     return env.split(":", 1)[-1]
 
@@ -148,12 +154,13 @@ def train_sac(step_id: str, *, group: str, variant: str, seed: int, env: str, pr
 
 def train_ppo(step_id: str, *, group: str, variant: str, seed: int, env: str, preset: str, run: PPORun,
               encoder: str | None = None, depends: tuple[str, ...] = ()) -> Step:
-    """`atcrl train` with a PPO preset (atari-ppo-atc, atari-ppo, atari-ppo-frozen, ...)."""
+    """`atcrl train` with a PPO preset (atari-ppo-atc, atari-ppo, atari-ppo-frozen, dmlab-ppo, ...)."""
     command = ["train", "--preset", preset, "--env", env, "--seed", str(seed), "--out", step_id, *run.flags()]
     if encoder is not None:
         command += ["--encoder", encoder]
-    mode = "decoupled" if preset == "atari-ppo-atc" else ("frozen" if encoder else "end_to_end")
-    seconds = cost.ppo_seconds(mode, run.steps, eval_steps=run.eval_episodes * 5_000)
+    mode = "decoupled" if preset in DECOUPLED_PPO_PRESETS else ("frozen" if encoder else "end_to_end")
+    seconds = cost.ppo_seconds(mode, run.steps, eval_steps=run.eval_episodes * 5_000,
+                               lab=env.startswith(LAB_FAMILIES))
     return Step(step_id, "train", group, variant, seed, env, tuple(command), depends, seconds)
 
 

@@ -42,6 +42,10 @@ PROBE_RATE = 400.0
 """Frames per second the probe encodes (batch 256) and fits."""
 PPO_RATE = {"end_to_end": 420.0, "decoupled": 330.0, "frozen": 500.0}
 """PPO agent steps per second with 16 Atari envs (decoupled includes its online ATC updates)."""
+LAB_PPO_RATE = {"end_to_end": 68.0, "decoupled": 87.0, "frozen": 68.0}
+"""PPO agent steps per second with 16 miniworld:FourRooms envs at 72x96 and the dmlab conv, measured with the
+feed-forward PPO loop (decoupled: 2 ATC updates per iteration) on the 2-core host shared with other jobs; the
+recurrent agent has not been measured, nor frozen runs (costed like end_to_end)."""
 
 
 GPU_MEASURED = ("one NVIDIA H200, torch 2.11 + CUDA 13, MUJOCO_GL=egl, 2026-12-04: dmc:cartpole-swingup, batch 256, "
@@ -80,8 +84,9 @@ def sac_seconds(mode: str, *, steps: int, warmup: int, batch: int, fast_render: 
     return STARTUP_S + warmup / WARMUP_RATE[fast_render] + max(steps - warmup, 0) / rate + eval_s
 
 
-def ppo_seconds(mode: str, steps: int, *, eval_steps: int = 0) -> float:
-    return STARTUP_S + steps / PPO_RATE[mode] + eval_steps / 300.0
+def ppo_seconds(mode: str, steps: int, *, eval_steps: int = 0, lab: bool = False) -> float:
+    """lab: a DeepMind Lab-shaped env (LAB_PPO_RATE), else Atari (PPO_RATE)."""
+    return STARTUP_S + steps / (LAB_PPO_RATE if lab else PPO_RATE)[mode] + eval_steps / 300.0
 
 
 def pretrain_seconds(objective: str, updates: int, batch: int | None, paper_batch: int | None) -> float:

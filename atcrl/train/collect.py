@@ -26,6 +26,7 @@ import numpy as np
 from atcrl.data.dataset import DatasetError, DatasetWriter, episode_files, meta_from_env, read_meta
 from atcrl.data.episode import Episode
 from atcrl.envs import env_meta, make_env
+from atcrl.envs.registry import ImageSize
 from atcrl.progress import Progress
 
 Policy = Callable[[np.ndarray, np.random.Generator], Any]
@@ -56,7 +57,8 @@ class CollectConfig:
     seed: int = 0
     """Seed of every episode's env reset and policy randomness (episode k uses (seed, k))."""
     image_size: int | None = None
-    """Side of the square frames in pixels; None = 84, or the trained run's with --checkpoint."""
+    """Side of the square frames in pixels; None = the env family's own frame (84x84; 72x96 for miniworld and
+    dmlab), or the trained run's with --checkpoint."""
     fast_render: bool = False
     """DMC: no shadows, reflections or multisampling (faster; pixels differ from the default rendering).
     With --checkpoint, on when the run was trained with it."""
@@ -176,7 +178,7 @@ def record_episode(
 
 
 def collect_episodes(
-    spec: str, n_episodes: int, policy: Policy, *, out: str | Path, seed: int = 0, image_size: int = 84,
+    spec: str, n_episodes: int, policy: Policy, *, out: str | Path, seed: int = 0, image_size: ImageSize = None,
     fast_render: bool = False, append: bool = False, progress: bool = True, max_steps: int | None = None,
     policy_name: str = "custom", frame_stack: int | None = None, action_repeat: int | None = None,
 ) -> Path:
@@ -247,7 +249,7 @@ def _check_same_rendering(root: Path, fast_render: bool) -> None:
 def run_collect(cfg: CollectConfig) -> int:
     """``atcrl collect``: exit code 0 on success, 2 on bad input (the message says what)."""
     try:
-        env_kwargs: dict[str, Any] = {"image_size": cfg.image_size or 84, "fast_render": cfg.fast_render}
+        env_kwargs: dict[str, Any] = {"image_size": cfg.image_size, "fast_render": cfg.fast_render}
         spec = cfg.env
         if cfg.checkpoint is not None:
             trained = _load_trained(cfg.checkpoint)

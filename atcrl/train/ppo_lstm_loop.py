@@ -54,6 +54,9 @@ class PPOLSTMLoopConfig(PPOLoopConfig):
     """Environment spec for make_vec_env (discrete actions)."""
     encoder: str = "dmlab"
     """Conv architecture for a fresh encoder ("dmlab", "atari", "dmc")."""
+    image_size: int | None = None
+    """Square frame side in pixels; None = the env family's own frame (72x96 for the DMLab-shaped `miniworld:` and
+    `dmlab:` families, 84x84 for the others)."""
     frame_stack: int = 1
     """Stacked frames per observation (the LSTM is the memory: 1); 0 = the family's default."""
     atc: ATCConfig = ONLINE_ATC

@@ -201,8 +201,10 @@ def resolve(cfg: Any) -> Plan:
     if preset.needs_encoder and not cfg.encoder:
         raise TrainError(f"preset {name} trains on a frozen pretrained encoder: pass --encoder FILE (made by "
                          "`atcrl pretrain`, or `atcrl export --run RUN_DIR` from another run)")
+    from atcrl.envs.registry import frame_size
+
     stack = loop.frame_stack or meta.frame_stack
-    shape = (stack * meta.frame_channels, loop.image_size, loop.image_size)
+    shape = (stack * meta.frame_channels, *frame_size(meta.family, loop.image_size))
     return Plan(name, algo.name, loop, eval_every, eval_episodes, meta.frame_channels, shape)
 
 
