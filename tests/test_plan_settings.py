@@ -62,8 +62,8 @@ def _resolved(step) -> tuple[str | None, Any, str]:
     """(agent or None, the config tree the command runs with, its preset)."""
     flag = lambda name: step.command[step.command.index(name) + 1]
     # The run's identity does not change its settings: one resolution per distinct command.
-    command = tuple(a if i == 0 or step.command[i - 1] not in ("--seed", "--out", "--encoder") else "x"
-                    for i, a in enumerate(step.command))
+    identity = {"--seed": "0", "--out": "x", "--encoder": "x"}
+    command = tuple(identity.get(step.command[i - 1], a) if i else a for i, a in enumerate(step.command))
     if step.kind == "pretrain":
         return None, _pretrain_settings(command), flag("--preset")
     plan = _train_plan(command)
@@ -131,7 +131,11 @@ def _check(row: dict[str, str], section_tasks: set[str], algo, tree, preset: str
     if "other" in setting and task in section_tasks:
         return []
     default = MARKER.sub("", row["atcrl default"]).strip()
+    if default.lower().startswith("the same"):
+        default = f"{row['reference']}; {default}"
     allowed = _numbers(default) | _numbers(NAME.sub("", row["where"]))
+    if re.search(r"\b(none|off|no)\b", default.lower()):
+        allowed.add(0.0)  # "none" / "off" is a zero (no clipping, no decay)
     nodes = _nodes(tree)
     bad = []
     for owner, attr, keys in _fields(row["where"]):
