@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import tyro
+from test_docs import MARKER, _resolve, settings_tables
 
 from atcrl.experiments import commands, plans
-from test_docs import MARKER, _resolve, settings_tables
 
 EXPERIMENTS = ("online", "ul-benchmark")
 NUMBER = re.compile(r"(?<![\w.])[-−]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-−+]?\d+)?(?![\w.])")
