@@ -381,6 +381,9 @@ def test_atari_and_dmlab_presets_sample_sequences_and_dmc_pairs():
         need = ATC(ConvEncoder("dmc", SHAPE), ATC_PRESETS[name]).sampling
         assert (need.kind, need.batch_size, need.run, need.delta_t) == ("pairs", 512, 16, 3)
     assert ATC(ConvEncoder("dmc", SHAPE), ATC_PRESETS["dmc"]).sampling.run == 1
+    from atcrl.train.ppo_loop import PPOLoopConfig
+
+    assert PPOLoopConfig().atc.run == 16  # online ATC in PPO samples sequences too
     assert dataclasses.replace(ATC_PRESETS["atari"], sampling="pairs").run == 1
     with pytest.raises(ValueError, match="multiple of sequence_length"):
         dataclasses.replace(ATC_PRESETS["atari"], batch_size=100)

@@ -185,7 +185,8 @@ def test_full_scale_commands_match_the_reference_tables():
 
 
 def test_a_drifted_setting_fails_the_check():
-    """The check itself: a command whose PPO epochs differ from the table's 4 is reported."""
+    """The check itself: a command whose PPO epochs differ from the table's 4, or whose online ATC samples pairs,
+    is reported."""
     tables = settings_tables()
     step = next(s for _, s in _full_steps() if s.kind == "train" and s.env.startswith("atari:"))
     algo, loop, preset = _resolved(step)
@@ -193,3 +194,8 @@ def test_a_drifted_setting_fails_the_check():
     row = next(r for r in tables["PPO for Atari"] if r["setting"].startswith("epochs"))
     assert _check(row, set(), algo, loop, preset, "Breakout") == []
     assert _check(row, set(), algo, drifted, preset, "Breakout")
+    # A string setting too: online ATC back on independent pairs is not what the table says.
+    pairs = dataclasses.replace(loop, atc=dataclasses.replace(loop.atc, sampling="pairs"))
+    row = next(r for r in tables["PPO for Atari"] if r["setting"] == "online ATC batch")
+    assert _check(row, set(), algo, loop, preset, "Breakout") == []
+    assert any("sampling = 'pairs'" in m for m in _check(row, set(), algo, pairs, preset, "Breakout"))
