@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from itertools import pairwise
 from pathlib import Path
@@ -21,6 +22,7 @@ from atcrl.nets.encoders import ConvEncoder
 from atcrl.train.collect import collect_episodes, random_policy
 from atcrl.ul.atc import ATC, ATC_PRESETS, ATCConfig, ac_config, ats_config
 from atcrl.ul.base import Objective
+from atcrl.ul.contrastive import info_nce
 from atcrl.ul.optim import ULOptimConfig, lr_factor, make_ul_optimizer, ul_step
 from atcrl.ul.registry import OBJECTIVE_NAMES, default_config, make_objective
 
@@ -372,3 +374,54 @@ def test_atc_learns_temporal_contrast_on_tiny_catch_far_above_chance(tmp_path):
     assert after > 10 * chance, (before, after)
     assert after > 2 * before, (before, after)
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
+
+
+def test_atari_and_dmlab_presets_sample_sequences_and_dmc_pairs():
+    for name in ("atari", "dmlab"):
+        need = ATC(ConvEncoder("dmc", SHAPE), ATC_PRESETS[name]).sampling
+        assert (need.kind, need.batch_size, need.run, need.delta_t) == ("pairs", 512, 16, 3)
+    assert ATC(ConvEncoder("dmc", SHAPE), ATC_PRESETS["dmc"]).sampling.run == 1
+    from atcrl.train.ppo_loop import PPOLoopConfig
+
+    assert PPOLoopConfig().atc.run == 16  # online ATC in PPO samples sequences too
+    assert dataclasses.replace(ATC_PRESETS["atari"], sampling="pairs").run == 1
+    with pytest.raises(ValueError, match="multiple of sequence_length"):
+        dataclasses.replace(ATC_PRESETS["atari"], batch_size=100)
+    with pytest.raises(ValueError, match="sampling must be"):
+        ATCConfig(sampling="windows")
+
+
+def test_sequence_batch_contrasts_each_anchor_against_its_own_sequence(monkeypatch):
+    """32 sequences x 16 steps: one 512 x 512 logits matrix, so every anchor's row scores the other 15 steps of
+    its own sequence as negatives; the loss is InfoNCE over that whole row."""
+    import atcrl.ul.atc as atc_module
+
+    rng = np.random.default_rng(0)
+    episodes = [Episode(frames=rng.integers(0, 256, (201, 3, 32, 32), dtype=np.uint8),
+                        actions=np.zeros((200, 1), np.float32), rewards=np.zeros(200, np.float32),
+                        terminated=False, truncated=True) for _ in range(4)]
+    replay = Replay.from_episodes(episodes, frame_stack=2)
+    cfg = dataclasses.replace(ATC_PRESETS["atari"], latent_size=16, predictor_hidden=32)
+    torch.manual_seed(0)
+    atc = ATC(ConvEncoder("dmc", SHAPE), cfg)
+    need = atc.sampling
+    replay.frames[:, 0, 0, 0] = replay._step  # each frame's step t (< 256 here) in its first pixel, to read rows back
+    batch = replay.sample_pairs(need.batch_size, np.random.default_rng(1), delta_t=need.delta_t, run=need.run)
+    t = batch.anchor[:, -3, 0, 0].long().view(32, 16)  # newest frame's first channel, per sequence
+    # Each sequence is 16 consecutive stored steps (it may run on into the next episode, which starts at t = 0).
+    assert ((t[:, 1:] - t[:, :-1] == 1) | (t[:, 1:] == 0)).all()
+    seen = {}
+
+    def spy(logits, labels):
+        seen["logits"] = logits
+        return info_nce(logits, labels)
+
+    monkeypatch.setattr(atc_module, "info_nce", spy)
+    loss, _ = atc.loss(batch)
+    logits = seen["logits"]
+    assert logits.shape == (512, 512)
+    # Row 0's negatives include columns 1..15, its own sequence's other steps; the loss uses all 512 columns.
+    assert torch.isfinite(logits[0, 1:16]).all()
+    valid = batch.valid
+    expected = F.cross_entropy(logits[valid], torch.arange(512)[valid])
+    assert torch.allclose(loss, expected, atol=1e-5)

@@ -155,3 +155,33 @@ def test_same_anchors_give_the_same_pairs(capacity, frame_stack, seed, delta_t):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
     batch = dev.sample_pairs(8, torch.Generator().manual_seed(0), delta_t=delta_t)
     assert batch.anchor.shape == (8, frame_stack * FRAME[0], *FRAME[1:]) and batch.actions.shape == (8, delta_t, 3)
+
+
+@pytest.mark.parametrize("capacity,frame_stack,seed", [(500, 3, 0), (37, 3, 1), (41, 4, 3)])
+def test_anchor_runs_on_the_device_match_the_host(capacity, frame_stack, seed):
+    """Sequence sampling (runs of consecutive anchors): the same run starts are allowed on both replays, and the
+    same starts give the same batch; a run never reaches past the newest slot."""
+    from atcrl.data.replay_index import OBS
+
+    run, delta_t = 5, 3
+    host, dev = _fill(capacity, frame_stack, seed)
+    ring = host._ring()
+    pool_slots = ring.slots(ring.anchor_pool(OBS, run))
+    rel = dev.rel(dev._slots)
+    allowed = dev.anchor_mask("obs") & (rel < dev.size - (run - 1))
+    assert sorted(pool_slots.tolist()) == torch.nonzero(allowed).squeeze(1).tolist()
+    picks = np.random.default_rng(seed).permutation(len(pool_slots))[:4]
+    expected = host.sample_pairs(len(picks) * run, _FixedChoice(picks), delta_t=delta_t, run=run)
+    starts = torch.from_numpy(pool_slots[picks])
+    got = dev.pairs_at((starts[:, None] + torch.arange(run)).reshape(-1) % capacity, delta_t=delta_t)
+    for name in ("anchor", "positive", "valid", "actions", "task"):
+        a, b = getattr(expected, name), getattr(got, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        starts = dev.draw(4, gen, "obs", run)
+        assert set(starts.tolist()) <= set(pool_slots.tolist())
+    batch = dev.sample_pairs(4 * run, gen, delta_t=delta_t, run=run)
+    assert batch.anchor.shape == (4 * run, frame_stack * FRAME[0], *FRAME[1:])
+    with pytest.raises(ValueError, match="pick a multiple of 5"):
+        dev.sample_pairs(7, gen, delta_t=delta_t, run=run)

@@ -147,9 +147,9 @@ def test_deviation_markers_and_entries_match():
     assert entries - marked == set(), f"Deviations entries no table row marks: {sorted(entries - marked)}"
 
 
-def _resolve(dotted: str) -> None:
-    """Import the longest module prefix of ``dotted`` and follow the rest (attributes, ["key"] lookups).
-    An attribute a class sets only in __init__ counts when its source assigns ``self.<name>``."""
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and follow the rest (attributes, ["key"] lookups); the object
+    named. An attribute a class sets only in __init__ counts when its source assigns ``self.<name>`` (None then)."""
     parts = re.findall(r"""\.?(\w+)|\["([^"]*)"\]""", dotted)
     names = [a for a, _ in parts if a]
     obj, n = None, len(names)
@@ -166,9 +166,10 @@ def _resolve(dotted: str) -> None:
         elif hasattr(obj, attr):
             obj = getattr(obj, attr)
         elif inspect.isclass(obj) and re.search(rf"self\.{attr}\b", inspect.getsource(obj)):
-            return  # an instance attribute: nothing further to follow statically
+            return None  # an instance attribute: nothing further to follow statically
         else:
             raise AttributeError(f"{obj!r} has no {attr!r}")
+    return obj
 
 
 @pytest.mark.parametrize("doc", [SETTINGS, ARCHITECTURE], ids=lambda p: p.name)

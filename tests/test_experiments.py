@@ -130,7 +130,42 @@ def test_multitask_cpu_small_leaves_one_domain_out_of_a_second_encoder_and_train
     seen = {s.variant for s in exp.steps if s.group == "frozen-seen"}
     assert seen == {"end-to-end", "multi-task", "single-task", "random"}
     # The same RL size as every other cpu-small run, so the curves line up.
-    assert all(flag(s.command, "--steps") == "4000" for s in exp.steps if s.kind == "train")
+    assert all(flag(s.command, "--steps") == "4000" for s in exp.steps if s.kind == "train" and s.env.startswith("dmc:"))
+
+
+def test_multitask_atari_holds_each_paper_game_out_of_an_encoder_of_the_other_seven():
+    """Full scale: 8 games, each held out in turn; ATC for 5e4 updates on the other 7; frozen and fine-tuned PPO on
+    the held-out game beside end-to-end PPO. cpu-small: one held-out game (Breakout), random-policy data, frozen."""
+    from atcrl.experiments.multitask import ATARI_PAPER_GAMES
+
+    exp = plans.build("multitask", "full", 1)
+    steps = {s.id: s for s in exp.steps}
+    data = lambda s: s.command[s.command.index("--data") + 1:s.command.index("--objective")]
+    pre = [s for s in exp.steps if s.group == "atari-pretrain"]
+    assert len(pre) == 8 and all(flag(s.command, "--updates") == "50000" for s in pre)
+    assert all(flag(s.command, "--preset") == "atari" and flag(s.command, "--objective") == "atc" for s in pre)
+    for env in ATARI_PAPER_GAMES:
+        game = env.split(":")[1]
+        p = steps[f"atari-pretrain-multi-task-without-{game}-s0"]
+        assert set(data(p)) == {f"atari-demos-{g.split(':')[1]}" for g in ATARI_PAPER_GAMES} - {f"atari-demos-{game}"}
+        for variant, preset in (("frozen", "atari-ppo-frozen"), ("fine-tune", "atari-ppo")):
+            run = steps[f"atari-{variant}-multi-task-without-{game}-{game}-s0"]
+            assert (run.env, flag(run.command, "--preset"), flag(run.command, "--encoder")) == (env, preset, p.id)
+        assert flag(steps[f"atari-end-to-end-{game}-s0"].command, "--preset") == "atari-ppo"
+    small = plans.build("multitask", "cpu-small", 1)
+    atari = [s for s in small.steps if s.env.startswith("atari:")]
+    assert {s.variant for s in atari if s.kind == "train"} == {"frozen", "end-to-end"}
+    assert {s.env for s in atari if s.kind == "train"} == {"atari:Breakout"}
+    assert all("--policy" in s.command for s in atari if s.kind == "collect")
+
+
+def test_frozen_dmc_sac_keeps_pixel_replay_at_full_scale():
+    """The reference's frozen RL replays pixels with random shift; the reduced scales replay cached latents."""
+    for name in ("ul-benchmark", "multitask", "ablations"):
+        for scale, pixels in (("full", True), ("cpu-small", False)):
+            frozen = [s for s in plans.build(name, scale, 1).steps
+                      if s.kind == "train" and flag(s.command, "--preset") == "dmc-frozen"]
+            assert frozen and all(("--sac.latent-replay" in s.command) == pixels for s in frozen), (name, scale)
 
 
 def test_cost_schedule_bounds():

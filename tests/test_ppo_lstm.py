@@ -146,7 +146,7 @@ def test_priorities_change_which_anchors_ul_draws():
 
 
 def test_a_prioritised_ul_run_scores_its_steps_by_advantage():
-    atc = dataclasses.replace(PPOLSTMLoopConfig().atc, batch_size=16)
+    atc = dataclasses.replace(PPOLSTMLoopConfig().atc, batch_size=16, sequence_length=4)
     run = build_run(small_loop(ul="atc", mode=EncoderMode.decoupled, ul_start_steps=0, rl_start_steps=40,
                                ul_replay_size=400, atc=atc, ul_prioritized=True))
     train(run)

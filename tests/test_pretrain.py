@@ -23,7 +23,7 @@ from atcrl.encoder_io import load_encoder
 from atcrl.envs import make_env
 from atcrl.metrics_log import read_jsonl
 from atcrl.nets.encoders import ConvEncoder
-from atcrl.train.pretrain import PretrainConfig, resolve_settings, run_pretrain
+from atcrl.train.pretrain import PretrainConfig, PretrainError, resolve_settings, run_pretrain
 from atcrl.train.pretrain_step import PretrainStep
 
 IMAGE = 40
@@ -279,6 +279,13 @@ def test_presets_follow_the_paper(preset, arch, delta_t, batch, updates, shift, 
         arch, delta_t, batch, updates)
     assert (s.objective.shift_prob, s.objective.latent_size) == (shift, latent)
     assert (s.optim.lr, s.optim.warmup_updates, s.optim.schedule, s.optim.grad_clip) == (1e-3, 1000, "cosine", 10.0)
-    short = resolve_settings(PretrainConfig(data=("x",), preset=preset, updates=50, batch_size=8, lr=3e-4))
+    # Atari and DMLab sample 16-step sequences (docs/reference-settings.md, "Offline pretraining"), DMC pairs.
+    assert s.objective.sampling == ("pairs" if preset == "dmc" else "sequences")
+    short = resolve_settings(PretrainConfig(data=("x",), preset=preset, updates=50, batch_size=32, lr=3e-4))
     assert (short.optim.total_updates, short.optim.warmup_updates, short.optim.lr) == (50, 5, 3e-4)
-    assert short.objective.batch_size == 8 and short.objective.delta_t == delta_t
+    assert short.objective.batch_size == 32 and short.objective.delta_t == delta_t
+    if preset != "dmc":
+        with pytest.raises(PretrainError, match="multiple of sequence_length"):
+            resolve_settings(PretrainConfig(data=("x",), preset=preset, batch_size=8))
+        pairs = resolve_settings(PretrainConfig(data=("x",), preset=preset, batch_size=8, objective_args=("sampling=pairs",)))
+        assert (pairs.objective.batch_size, pairs.objective.run) == (8, 1)

@@ -139,6 +139,65 @@ def test_pairs_never_cross_episodes_and_valid_is_exact(sc: Scenario, delta_t: in
 
 
 @settings(max_examples=150, deadline=None)
+@given(sc=scenarios(), delta_t=st.integers(0, 4), run=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_anchor_runs_are_consecutive_before_the_cursor_and_masked_per_step(
+    sc: Scenario, delta_t: int, run: int, seed: int
+) -> None:
+    """Sequence sampling: each run is ``run`` consecutive stored observations (it may cross an episode end, never
+    the write cursor); every step's positive and mask are those of an independent pair at that step."""
+    rng = np.random.default_rng(seed)
+    if delta_t > sc.span():
+        return  # the pair test covers the error
+    order = sc.survivors  # stored (e, t), oldest first: consecutive slots of the ring
+    starts = [p for p in range(len(order) - run + 1) if order[p] in sc.obs_anchors()]
+    if not starts:
+        with pytest.raises(ValueError, match=f"starts of {run}-step anchor runs"):
+            sc.replay.sample_pairs(run, rng, delta_t=delta_t, run=run)
+        return
+    b = sc.replay.sample_pairs(len(starts) * run, rng, delta_t=delta_t, run=run)
+    at = [tuple(x) for x in decode(b.anchor)[:, -1]]
+    runs = [at[i : i + run] for i in range(0, len(at), run)]
+    # Without replacement, a full batch is every allowed run start, each followed by its next run - 1 slots.
+    assert sorted(order.index(r[0]) for r in runs) == starts
+    for r in runs:
+        p = order.index(r[0])
+        assert r == order[p : p + run]
+    sc.check_stacks(b.anchor, at)
+    sc.check_stacks(b.positive, [(e, min(t + delta_t, sc.hi(e))) for e, t in at])
+    assert b.valid.tolist() == [t + delta_t <= sc.hi(e) for e, t in at]
+    with pytest.raises(ValueError, match=f"pick a multiple of {run}"):
+        sc.replay.sample_pairs(run + 1, rng, delta_t=delta_t, run=run)
+
+
+def test_anchor_runs_hand_computed_example() -> None:
+    """Two episodes of 5 and 3 steps (6 + 4 = 10 slots), Δt 2, one run of 4 from slot 3, crossing the first end:
+    anchors (1,3) (1,4) (1,5) (2,0); positives (1,5) (1,5) (1,5) (2,2); valid only where t + 2 stays in the
+    episode: (1,3) yes, (1,4) no, (1,5) no, (2,0) yes."""
+    replay = Replay(16, FRAME, frame_stack=1, action_shape=(2,))
+    replay.add_episode(make_episode(1, 5, "terminated"))
+    replay.add_episode(make_episode(2, 3, "truncated"))
+    b = replay.sample_pairs(4, _Pick([3]), delta_t=2, run=4)
+    assert [tuple(x) for x in decode(b.anchor)[:, -1]] == [(1, 3), (1, 4), (1, 5), (2, 0)]
+    assert [tuple(x) for x in decode(b.positive)[:, -1]] == [(1, 5), (1, 5), (1, 5), (2, 2)]
+    assert b.valid.tolist() == [True, False, False, True]
+    # Actions a_t, a_{t+1} within the episode, zero past its end (the final observation has none).
+    assert b.actions.tolist() == [[[1, 3], [1, 4]], [[1, 4], [0, 0]], [[0, 0], [0, 0]], [[2, 0], [2, 1]]]
+    # The last run that fits ends at the newest slot (rel 9): starts 0..6 of 10 slots.
+    assert replay._ring().anchor_pool("obs", 4).tolist() == list(range(7))
+
+
+class _Pick:
+    """A numpy-generator stand-in whose ``choice`` returns given pool positions."""
+
+    def __init__(self, picks: list[int]):
+        self.picks = np.array(picks)
+
+    def choice(self, n, size, replace):
+        assert not replace and size == len(self.picks) and self.picks.max() < n
+        return self.picks
+
+
+@settings(max_examples=150, deadline=None)
 @given(sc=scenarios(), n_step=st.integers(1, 4), gamma=st.floats(0.5, 1.0), seed=st.integers(0, 2**16))
 def test_n_step_transitions_match_naive_reference(sc: Scenario, n_step: int, gamma: float, seed: int) -> None:
     rng = np.random.default_rng(seed)

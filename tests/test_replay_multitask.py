@@ -59,6 +59,36 @@ def test_batches_split_evenly_and_remainder_spreads(multi: MultiTaskReplay) -> N
     assert (got_extra > 5).all(), got_extra
 
 
+def test_anchor_runs_are_split_whole_across_tasks(multi: MultiTaskReplay) -> None:
+    """Sequence sampling over several tasks: each task gets whole runs (3 runs of 4 over 3 tasks: one each),
+    and every run is 4 consecutive steps of one task's replay."""
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        b = multi.sample_pairs(12, rng, delta_t=1, run=4)
+        assert np.bincount(b.task.numpy(), minlength=3).tolist() == [4, 4, 4]
+        steps = b.anchor[:, -1, 0, 1].view(3, 4)
+        assert ((steps[:, 1:] - steps[:, :-1] == 1) | (steps[:, 1:] == 0)).all()
+    with pytest.raises(ValueError, match="pick a multiple of 4"):
+        multi.sample_pairs(10, rng, delta_t=1, run=4)
+
+
+def test_online_ul_shares_whole_runs_over_its_replays() -> None:
+    """PPO's online UL samples one share per env replay; with sequence sampling the shares are whole sequences."""
+    from atcrl.nets.encoders import ConvEncoder
+    from atcrl.train.online_ul import OnlineUL
+    from atcrl.ul.atc import ATC, ATCConfig
+    from atcrl.ul.optim import ULOptimConfig
+
+    replays = [Replay.from_episodes([episode(task, 30, 1, (1, 32, 32))], frame_stack=2) for task in range(3)]
+    cfg = ATCConfig(batch_size=32, sampling="sequences", sequence_length=8, latent_size=8, predictor_hidden=8)
+    ul = OnlineUL(ATC(ConvEncoder("dmc", (2, 32, 32)), cfg), replays, ULOptimConfig(), None, "cpu")
+    for _ in range(2):  # the second sample refills the first one's buffer
+        b = ul.sample(np.random.default_rng(0))
+        assert task_of_rows(b.anchor) == [0] * 16 + [1] * 8 + [2] * 8  # 4 runs of 8: 2, 1, 1
+        steps = b.anchor[:, -1, 0, 1].view(4, 8)
+        assert (steps[:, 1:] - steps[:, :-1] == 1).all()
+
+
 def test_transitions_pad_actions_of_smaller_tasks(multi: MultiTaskReplay) -> None:
     b = multi.sample_transitions(9, np.random.default_rng(1), n_step=2)
     assert b.action.shape == (9, 3)

@@ -120,7 +120,8 @@ def train_atc(episodes: list[Episode], frame_stack: int, atc_cfg: ATCConfig, fas
     optim = ULOptimConfig(warmup_updates=max(1, updates // 10), total_updates=updates + 1)
     optimizer, scheduler = make_ul_optimizer(objective, optim, fast=fast)
     for u in range(updates):
-        batch = replay.sample_pairs(atc_cfg.batch_size, update_rng(seed, 0, u), delta_t=atc_cfg.delta_t)
+        batch = replay.sample_pairs(atc_cfg.batch_size, update_rng(seed, 0, u), delta_t=atc_cfg.delta_t,
+                                    run=atc_cfg.run)
         ul_step(objective, optimizer, scheduler, batch.to(device), optim.grad_clip, fast=fast)
     return objective
 
@@ -135,7 +136,8 @@ def evaluate_atc(objective: ATC, episodes: list[Episode], frame_stack: int, fast
     objective.eval()
     total = 0.0
     for i in range(batches):
-        batch = replay.sample_pairs(objective.cfg.batch_size, update_rng(12345, 1, i), delta_t=objective.cfg.delta_t)
+        batch = replay.sample_pairs(objective.cfg.batch_size, update_rng(12345, 1, i), delta_t=objective.cfg.delta_t,
+                                    run=objective.cfg.run)
         with fastpath.autocast(device, fast):
             total += objective.loss(batch.to(device))[1]["ul/accuracy"]
     objective.train()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from atcrl.data.batches import PairBatch, TransitionBatch
-from atcrl.data.replay import Replay, check_ring, stacked_frame_hint
+from atcrl.data.replay import Replay, check_ring, check_run, stacked_frame_hint
 from atcrl.device import Staging
 
 
@@ -175,10 +175,14 @@ class DeviceReplay:
         return stored & ~self.last & stack_intact
 
     def draw(self, batch_size: int, generator: torch.Generator | None = None,
-             kind: Literal["step", "obs"] = "step") -> torch.Tensor:
-        """``batch_size`` distinct anchor slots of ``kind``, uniformly at random (top-k of uniform keys)."""
+             kind: Literal["step", "obs"] = "step", run: int = 1) -> torch.Tensor:
+        """``batch_size`` distinct anchor slots of ``kind``, uniformly at random (top-k of uniform keys); with
+        ``run`` > 1, slots whose next ``run - 1`` stored slots lie before the write cursor too (run starts)."""
+        mask = self.anchor_mask(kind)
+        if run > 1:
+            mask = mask & (self.rel(self._slots) < self.size - (run - 1))
         keys = torch.rand(self.capacity, device=self.device, generator=generator)
-        keys = torch.where(self.anchor_mask(kind), keys, -1.0)
+        keys = torch.where(mask, keys, -1.0)
         return keys.topk(batch_size, sorted=False).indices
 
     def steps_to_end(self, slots: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -222,14 +226,19 @@ class DeviceReplay:
             task=torch.zeros(len(slots), dtype=torch.int64, device=self.device))
 
     def sample_pairs(self, batch_size: int, generator: torch.Generator | None = None, *,
-                     delta_t: int) -> PairBatch:
-        """``batch_size`` pairs with distinct anchors, on the device (no host sync, fixed shapes). Callers check
-        once that some episode is longer than ``delta_t`` (the host replay's ``sample_pairs`` does)."""
+                     delta_t: int, run: int = 1) -> PairBatch:
+        """``batch_size`` pairs on the device (no host sync, fixed shapes): distinct anchors, or with ``run`` > 1
+        distinct starts of runs of ``run`` consecutive anchors, laid out as ``Replay.sample_pairs`` lays them
+        out. Callers check once that some episode is longer than ``delta_t`` (the host replay's ``sample_pairs``
+        does)."""
         if delta_t < 0:
             raise ValueError(f"delta_t must be >= 0, got {delta_t}")
-        if batch_size > len(self):
-            raise ValueError(f"batch size {batch_size} is larger than the {len(self)} observations stored")
-        return self.pairs_at(self.draw(batch_size, generator, "obs"), delta_t=delta_t)
+        check_run(batch_size, run)
+        if batch_size // run > len(self) - (run - 1):
+            raise ValueError(f"{batch_size // run} runs of {run} steps do not fit the {len(self)} observations stored")
+        starts = self.draw(batch_size // run, generator, "obs", run)
+        slots = (starts[:, None] + torch.arange(run, device=self.device)).reshape(-1) % self.capacity
+        return self.pairs_at(slots, delta_t=delta_t)
 
     def sample_transitions(self, batch_size: int, generator: torch.Generator | None = None, *,
                            n_step: int = 1, gamma: float = 0.99) -> TransitionBatch:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from atcrl.data.batches import PairBatch, SequenceBatch, TransitionBatch, concat
 from atcrl.data.device_replay import DeviceReplay
 from atcrl.data.episode import Episode
-from atcrl.data.replay import Replay
+from atcrl.data.replay import Replay, check_run
 
 
 class MultiTaskReplay:
@@ -77,8 +77,10 @@ class MultiTaskReplay:
     ) -> TransitionBatch:
         return self._sample("sample_transitions", batch_size, rng, n_step=n_step, gamma=gamma)
 
-    def sample_pairs(self, batch_size: int, rng: np.random.Generator, *, delta_t: int) -> PairBatch:
-        return self._sample("sample_pairs", batch_size, rng, delta_t=delta_t)
+    def sample_pairs(self, batch_size: int, rng: np.random.Generator, *, delta_t: int, run: int = 1) -> PairBatch:
+        """Pairs from every task; with ``run`` > 1 (anchor runs, see ``Replay.sample_pairs``) whole runs are split."""
+        check_run(batch_size, run)
+        return self._sample("sample_pairs", batch_size, rng, unit=run, delta_t=delta_t, run=run)
 
     def sample_sequences(self, batch_size: int, rng: np.random.Generator, *, length: int) -> SequenceBatch:
         return self._sample("sample_sequences", batch_size, rng, length=length)
@@ -88,10 +90,11 @@ class MultiTaskReplay:
         there, anchors drawn with torch's generator of that device; shares per task still come from ``rng``."""
         return MultiTaskReplay([DeviceReplay.from_replay(r, device) for r in self.replays], self.task_names)
 
-    def _sample(self, method: str, batch_size: int, rng: np.random.Generator, **kwargs):
+    def _sample(self, method: str, batch_size: int, rng: np.random.Generator, unit: int = 1, **kwargs):
+        """``batch_size`` rows split over the tasks in whole units of ``unit`` rows."""
         parts = []
         for i, (name, replay, count) in enumerate(
-            zip(self.task_names, self.replays, self.split(batch_size, rng))
+            zip(self.task_names, self.replays, self.split(batch_size // unit, rng) * unit)
         ):
             try:
                 # A device replay draws its anchors with torch's generator (None: the device's default).

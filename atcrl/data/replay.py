@@ -36,6 +36,15 @@ def check_ring(capacity: int, frame_shape: tuple[int, ...], frame_stack: int) ->
         raise ValueError(f"frame_shape must be (C, H, W) of one frame, got {frame_shape}")
 
 
+def check_run(batch_size: int, run: int) -> None:
+    """ValueError unless ``batch_size`` pair anchors split into whole runs of ``run`` consecutive steps."""
+    if run < 1:
+        raise ValueError(f"run (steps per anchor run) must be >= 1, got {run}")
+    if batch_size % run:
+        raise ValueError(f"a batch of {batch_size} pairs does not split into runs of {run} steps; "
+                         f"pick a multiple of {run}")
+
+
 def stacked_frame_hint(frame_shape: tuple[int, ...], got: tuple[int, ...]) -> str:
     """The hint for a stacked observation passed where one frame belongs ("" if ``got`` is not one)."""
     C = frame_shape[0]
@@ -345,23 +354,30 @@ class Replay:
         rng: np.random.Generator,
         *,
         delta_t: int,
+        run: int = 1,
         out: PairBatch | None = None,
         priorities: np.ndarray | None = None,
     ) -> PairBatch:
         """Anchors o_t (any stored observation) and positives o_{t+Δt} from the same episode.
 
-        ``priorities``: [capacity] weights >= 0 by slot; anchors are then drawn (still distinct) with
-        probability proportional to their slot's weight instead of uniformly.
-
-        Where t + Δt lies past the episode's last stored frame, ``valid`` is False and the positive is
-        that last frame (still a real frame of the same episode); actions past it are zero.
+        Where t + Δt lies past the episode's last stored frame (or the newest slot), ``valid`` is False and
+        the positive is that last frame (still a real frame of the same episode); actions past it are zero.
+        run: anchors come in ``batch_size // run`` runs of ``run`` consecutive stored observations (rows
+        i * run .. i * run + run - 1 are one run, oldest first): sequence sampling, where an anchor's negatives
+        include its own run's other steps. A run never crosses the write cursor but may cross an episode end;
+        each step is masked on its own. Run starts are distinct; two runs may overlap. 1: independent anchors.
+        priorities: [capacity] weights >= 0 by slot; anchors (with ``run`` > 1: the runs' first anchors) are then
+        drawn, still distinct, with probability proportional to their slot's weight instead of uniformly.
         """
         if delta_t < 0:
             raise ValueError(f"delta_t must be >= 0, got {delta_t}")
+        check_run(batch_size, run)
         self._require_data()
         self._check_fits_episodes(delta_t, f"delta_t={delta_t}")
         ring = self._ring()
-        rel = ring.draw(OBS, batch_size, rng, "observations", priorities=priorities)
+        what = "observations" if run == 1 else f"starts of {run}-step anchor runs"
+        starts = ring.draw(OBS, batch_size // run, rng, what, run, priorities=priorities)
+        rel = (starts[:, None] + np.arange(run)).reshape(-1)
         d = ring.steps_to_end(rel, delta_t)
         return self._batch(
             PairBatch,

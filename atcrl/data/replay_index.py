@@ -38,7 +38,8 @@ class RingIndex:
         return (np.asarray(rel) + self.oldest) % self.capacity
 
     def anchor_pool(self, kind: str, length: int = 1) -> np.ndarray:
-        """Sorted rel positions that may start a sample of ``kind``."""
+        """Sorted rel positions that may start a sample of ``kind``; for OBS and SEQ, one whose ``length`` steps
+        all lie before the write cursor (a run of pair anchors, a sequence window)."""
         key = (kind, length)
         if key not in self._pools:
             size = self.size
@@ -47,8 +48,8 @@ class RingIndex:
             else:
                 ok = ~np.roll(self._last[:size], -self.oldest)
                 ok[-1:] = False  # the newest slot has no action yet (or is a final observation)
-                if kind == SEQ:
-                    ok[max(0, size - length + 1) :] = False  # the window must end before the cursor
+            if kind != STEP:
+                ok[max(0, size - length + 1) :] = False  # a window (run) must end before the cursor
             head = np.arange(min(self.frame_stack - 1, size))
             ok[head] &= self._step[self.slots(head)] <= head  # stack would reach an overwritten slot
             self._pools[key] = np.flatnonzero(ok)

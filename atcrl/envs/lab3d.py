@@ -7,7 +7,7 @@ pose (x, z, cos and sin of the heading), which DeepMind Lab does not give. Names
 without "MiniWorld-" and "-v0": miniworld:FourRooms is MiniWorld-FourRooms-v0. Every registered MiniWorld
 task works; STAND_INS says which DeepMind Lab level each of the chosen ones stands for.
 
-What differs from DeepMind Lab (docs/reference-settings.md, "DMLab environments", and D12): the action
+What differs from DeepMind Lab (docs/reference-settings.md, "DMLab environments", and D10): the action
 set is each MiniWorld task's own (3 actions: turn left, turn right, forward; 5 with pick-up tasks) instead
 of DMLab's 9, turns and steps are MiniWorld's (15 degrees, 0.15 m per underlying step), an episode ends
 when the goal is reached (DMLab respawns the agent and keeps counting goals until the clock runs out), the

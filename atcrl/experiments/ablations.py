@@ -10,7 +10,7 @@ differ from the paper are in NOTES.
 from __future__ import annotations
 
 from atcrl.experiments import commands, scales
-from atcrl.experiments.offline import Reuse, demonstrations
+from atcrl.experiments.offline import FROZEN_PIXEL_REPLAY, Reuse, demonstrations
 from atcrl.experiments.spec import Experiment, Scale, Step
 
 NAME = "ablations"
@@ -39,11 +39,11 @@ FROZEN_RL: dict[Scale, tuple[str, ...]] = {"full": tuple(VARIANTS), "cpu-small":
 
 NOTES: dict[Scale, str] = {
     "full": "Demonstrations as in ul-benchmark (400 episodes of a RAD-SAC expert on cartpole-swingup); every variant "
-            "1e4 updates at batch 256 (DMC preset); probe on 40 separate episodes; frozen SAC for every variant at "
-            "the paper's length. A random-encoder probe gives the floor.",
+            "1e4 updates at batch 256 (DMC preset); probe on 40 separate episodes; frozen SAC (pixel replay with "
+            "random shift) for every variant at the paper's length. A random-encoder probe gives the floor.",
     "cpu-small": "Demonstrations as in ul-benchmark at cpu-small (small expert, 30 episodes; pass --data/--expert to "
                  "reuse them); every variant 1000 updates at batch 128 (chance accuracy 1/128); probe on 12 "
-                 "separate episodes; frozen SAC (4000 agent steps, batch 128, fast rendering) for the full ATC and "
+                 "separate episodes; frozen SAC (latent replay, 4000 agent steps, batch 128, fast rendering) for the full ATC and "
                  "the no-augmentation variant only. A random-encoder probe gives the floor.",
     "tiny": "Smoke test on tiny:point with two variants; the numbers mean nothing.",
 }
@@ -72,6 +72,6 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
             if variant in FROZEN_RL[scale]:
                 steps.append(commands.train_sac(f"frozen-{variant}-{task}-s{seed}", group="frozen-rl", variant=variant,
                                                 seed=seed, env=env, preset="dmc-frozen", run=rl, encoder=pre,
-                                                depends=(pre,)))
+                                                pixel_replay=FROZEN_PIXEL_REPLAY[scale], depends=(pre,)))
     notes = NOTES[scale] + (f" Reused: {source.notes}." if source.notes else "")
     return Experiment(NAME, scale, seeds, QUESTION, notes, tuple(steps))

@@ -1,15 +1,17 @@
 """multitask: one ATC encoder pretrained on episodes of several DMC domains, frozen, then SAC on a task it
 has seen and on one it has not; against an encoder pretrained on a single domain, a random encoder
-and end-to-end RL. The scales and how they differ from the paper are in NOTES.
+and end-to-end RL. The Atari half: an ATC encoder pretrained on seven of eight games, then PPO on the eighth
+with it frozen (and, at full scale, fine-tuned end to end), against end-to-end PPO; at full scale each of the
+eight games is held out in turn. The scales and how they differ from the paper are in NOTES.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from atcrl.experiments import commands, scales
-from atcrl.experiments.commands import Pretrain, SACRun
-from atcrl.experiments.offline import Reuse
+from atcrl.experiments import commands, scales, ul_benchmark
+from atcrl.experiments.commands import PPORun, Pretrain, SACRun
+from atcrl.experiments.offline import FROZEN_PIXEL_REPLAY, Reuse, atari_demonstrations
 from atcrl.experiments.spec import Experiment, PlanError, Scale, Step
 
 NAME = "multitask"
@@ -42,6 +44,49 @@ class Budget:
     frozen on that domain's task: an unseen domain for it, seen by the other encoders (group frozen-unseen)."""
 
 
+ATARI_PAPER_GAMES = ("atari:Pong", "atari:Qbert", "atari:Seaquest", "atari:SpaceInvaders", "atari:Alien",
+                     "atari:Breakout", "atari:Frostbite", "atari:Gravitar")
+
+
+@dataclass(frozen=True)
+class AtariBudget:
+    """The Atari half: leave-one-game-out pretraining, then PPO on the game left out."""
+
+    games: tuple[str, ...]
+    """Every game recorded; an encoder is pretrained on all of them but its held-out one."""
+    holdouts: tuple[str, ...]
+    """Games held out in turn: one encoder (pretrained on the other games) and its RL runs per holdout."""
+    expert: PPORun | None
+    """The PPO expert (atari-ppo) per game whose episodes are recorded; None = a uniformly random policy."""
+    episodes: int
+    """Episodes recorded per game."""
+    max_steps: int
+    """Cut recorded episodes here, so no long episode dominates a game's data."""
+    pretrain: Pretrain
+    rl: PPORun
+    """Every PPO run on a held-out game (frozen, fine-tuned and the end-to-end reference alike)."""
+    fine_tune: bool
+    """Also train PPO end to end starting from the pretrained conv (the paper's fine-tuning)."""
+
+
+_TINY_PPO = ("--ppo.num-envs", "2", "--ppo.horizon", "16", "--ppo.agent.hidden", "32", "--no-tensorboard")
+ATARI_BUDGETS: dict[Scale, AtariBudget] = {
+    "full": AtariBudget(ATARI_PAPER_GAMES, ATARI_PAPER_GAMES, ul_benchmark.ATARI_EXPERT, ul_benchmark.ATARI_EPISODES,
+                        ul_benchmark.ATARI_MAX_STEPS, Pretrain(updates=50_000, preset="atari"),
+                        ul_benchmark.ATARI_FROZEN, fine_tune=True),
+    "cpu-small": AtariBudget(ATARI_PAPER_GAMES, ("atari:Breakout",), None, 4, 1_000,
+                             Pretrain(updates=2_000, batch_fraction=0.5, preset="atari", eval_every=500),
+                             PPORun(200_704, extra=("--ckpt-every", "50000", "--keep-checkpoints", "1")),
+                             fine_tune=False),
+    "tiny": AtariBudget(("atari:Pong", "atari:Breakout"), ("atari:Breakout",), None, 2, 40,
+                        Pretrain(updates=20, batch_fraction=0.125, preset="atari", eval_every=10,
+                                 extra=("--no-tensorboard",)),
+                        PPORun(128, extra=_TINY_PPO), fine_tune=False),
+}
+"""Full: the paper's eight games, each held out in turn, 5e4 updates (Atari preset: 32 sequences x 16), frozen and
+fine-tuned PPO; the recorded episodes and the RL length as in ul-benchmark's Atari half. cpu-small and tiny: as
+the DMC half at those scales, random-policy episodes and one held-out game (Breakout), frozen PPO only."""
+
 BUDGETS: dict[Scale, Budget] = {
     "full": Budget(PAPER_DOMAINS, 50_000, scales.DEMOS["full"].expert,
                    ("dmc:cartpole-swingup", "dmc:ball_in_cup-catch", "dmc:cheetah-run", "dmc:walker-walk"),
@@ -61,7 +106,12 @@ NOTES: dict[Scale, str] = {
             "The demonstrations are 50k agent steps per domain sampled from a RAD-SAC expert trained on that domain "
             "for its paper length (the paper used those experts' replays). Added as references: a "
             "single-task ATC encoder (pretrained on cartpole only: on the other tasks it comes from another domain) "
-            "and a random encoder. Tasks without a paper run length run 500k env steps.",
+            "and a random encoder. Tasks without a paper run length run 500k env steps. Frozen SAC keeps pixel replay "
+            "with random shift, as the paper. Atari: the paper's eight games (Pong, Qbert, Seaquest, SpaceInvaders, "
+            "Alien, Breakout, Frostbite, Gravitar), each held out in turn: ATC pretrained for 5e4 updates (Atari "
+            "preset, 32 sequences x 16) on the other seven, then PPO on the held-out game with that encoder frozen "
+            "and fine-tuned end to end, against end-to-end PPO, 10M agent steps each. The episodes per game are "
+            "ul-benchmark's: a PPO expert (10M steps; the paper used a DQN's replay), 100 episodes cut at 5000 steps.",
     "cpu-small": "The four paper domains, but each recorded with a uniformly random policy (4000 agent steps per "
                  "domain, fast rendering): training four experts would take hours. ATC for 2000 updates at batch 128 "
                  "(32 rows per domain). Frozen SAC on cartpole-swingup, 4000 agent steps (1000 warm-up, batch 128: "
@@ -71,8 +121,13 @@ NOTES: dict[Scale, str] = {
                  "references on the same task. The paper holds out hopper-hop, finger-spin and pendulum-swingup "
                  "instead, but no held-out task we tried learns at this budget: end-to-end RAD scored 0 on "
                  "finger-spin in every evaluation over 4000 agent steps (8k env steps), and on reacher-easy its "
-                 "eval return fell from 281 (the untrained policy) to 3-7 after 1500 updates.",
-    "tiny": "Smoke test at 32 px with 40-step episodes; the numbers mean nothing.",
+                 "eval return fell from 281 (the untrained policy) to 3-7 after 1500 updates. Frozen SAC replays "
+                 "cached latents (sub-pixel shift; 4x faster on a CPU than the paper's pixel replay). Atari: the "
+                 "eight paper games recorded with a uniformly random policy (4 episodes of at most 1000 steps each), "
+                 "one encoder pretrained on seven (Breakout held out) for 2000 updates at batch 128 (8 sequences x "
+                 "16), frozen PPO on Breakout against end-to-end PPO, 200,704 agent steps each.",
+    "tiny": "Smoke test at 32 px with 40-step episodes (Atari: Pong and Breakout, random policy, Breakout held "
+            "out); the numbers mean nothing.",
 }
 
 
@@ -127,5 +182,33 @@ def plan(scale: Scale, seeds: tuple[int, ...], reuse: Reuse) -> Experiment:
             task = commands.task_of(env)
             steps.append(commands.train_sac(f"frozen-{variant}-{task}-s{seed}", group=group, variant=variant,
                                             seed=seed, env=env, preset="dmc-frozen", run=b.rl, encoder=encoders[variant],
-                                            depends=(encoders[variant],)))
+                                            pixel_replay=FROZEN_PIXEL_REPLAY[scale], depends=(encoders[variant],)))
+    steps += atari_steps(ATARI_BUDGETS[scale], seeds)
     return Experiment(NAME, scale, seeds, QUESTION, NOTES[scale], tuple(steps))
+
+
+def atari_steps(b: AtariBudget, seeds: tuple[int, ...]) -> list[Step]:
+    """Record every game; per seed and held-out game, pretrain ATC on the other games and run PPO on the held-out
+    one with that encoder frozen (and fine-tuned), beside end-to-end PPO from scratch."""
+    steps: list[Step] = []
+    datasets: dict[str, str] = {}
+    for env in b.games:
+        recorded, datasets[env] = atari_demonstrations(env, b.expert, episodes=b.episodes, max_steps=b.max_steps)
+        steps += recorded
+    for seed in seeds:
+        for holdout in b.holdouts:
+            game = commands.task_of(holdout)
+            others = tuple(datasets[env] for env in b.games if env != holdout)
+            variant = f"multi-task-without-{game}"
+            pre = f"atari-pretrain-{variant}-s{seed}"
+            steps.append(commands.pretrain(pre, group="atari-pretrain", variant=variant, seed=seed,
+                                           env=next(env for env in b.games if env != holdout), data=others,
+                                           objective="atc", size=b.pretrain, depends=others))
+            runs = [("frozen", "atari-ppo-frozen")] + ([("fine-tune", "atari-ppo")] if b.fine_tune else [])
+            for name, preset in runs:
+                steps.append(commands.train_ppo(f"atari-{name}-{variant}-{game}-s{seed}", group="atari-unseen",
+                                                variant=name, seed=seed, env=holdout, preset=preset, run=b.rl,
+                                                encoder=pre, depends=(pre,)))
+            steps.append(commands.train_ppo(f"atari-end-to-end-{game}-s{seed}", group="atari-unseen",
+                                            variant="end-to-end", seed=seed, env=holdout, preset="atari-ppo", run=b.rl))
+    return steps

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atcrl.experiments import commands
-from atcrl.experiments.commands import SACRun
-from atcrl.experiments.spec import PlanError, Step
+from atcrl.experiments.commands import PPORun, SACRun
+from atcrl.experiments.spec import PlanError, Scale, Step
 
 PROBE_SEED = 1_000
 """Collect seed of the probe episodes (episode k uses (seed, k)): disjoint from the pretraining episodes."""
+
+
+FROZEN_PIXEL_REPLAY: dict[Scale, bool] = {"full": True, "gpu": True, "cpu-small": False, "tiny": False}
+"""Whether frozen DMC SAC in the offline experiments (ul-benchmark, multitask, ablations) keeps pixel replay with
+pixel random shift, as the reference does (full and gpu scale); the reduced scales replay cached latents with the sub-pixel
+shift instead (about 4x faster on a CPU). Latent replay as a method is the latent-replay experiment's question."""
 
 
 @dataclass(frozen=True)
@@ -144,3 +150,22 @@ def check_expert(run_dir: str, env: str, *, fast_render: bool, image_size: int) 
     if bool(loop.get("fast_render")) != fast_render or loop.get("image_size") != image_size:
         raise PlanError(f"--expert {run_dir} renders {loop.get('image_size')} px with fast_render="
                         f"{loop.get('fast_render')}; this scale needs {image_size} px with fast_render={fast_render}")
+
+
+def atari_demonstrations(env: str, expert: PPORun | None, *, episodes: int, max_steps: int,
+                         image_size: int = 84) -> tuple[list[Step], str]:
+    """(steps, dataset id): a PPO expert (atari-ppo) on ``env`` and ``episodes`` of its stochastic policy, each cut at
+    ``max_steps``; expert None records a uniformly random policy instead (at ``image_size``)."""
+    game = commands.task_of(env)
+    steps: list[Step] = []
+    checkpoint = None
+    if expert is not None:
+        checkpoint = f"atari-expert-{game}"
+        steps.append(commands.train_ppo(checkpoint, group="atari-expert", variant="end-to-end", seed=0, env=env,
+                                        preset="atari-ppo", run=expert))
+    data = f"atari-demos-{game}"
+    steps.append(commands.collect(data, group="atari-demonstrations", variant="expert" if expert else "random",
+                                  seed=0, env=env, episodes=episodes, checkpoint=checkpoint, explore=expert is not None,
+                                  image_size=image_size, max_steps=max_steps,
+                                  depends=(checkpoint,) if checkpoint else ()))
+    return steps, data

@@ -90,7 +90,7 @@ NOTES: dict[Scale, str] = {
             "DMLab: the recurrent PPO's RL only, ATC only and RL + ATC for 25M agent steps on the MiniWorld "
             "stand-ins of explore_goal_locations small (miniworld:FourRooms) and large (miniworld:Maze), at "
             "DMLab's 72x96 frames and action repeat 4 but with MiniWorld's actions, rewards and episodes "
-            "(docs/reference-settings.md, D12); no greedy evaluation, the curves are the training episodes' returns.",
+            "(docs/reference-settings.md, D10); no greedy evaluation, the curves are the training episodes' returns.",
     "cpu-small": "Reduced to fit about an hour on a 2-core CPU (--jobs 2). DMC: only cartpole-swingup (the fastest "
                  "to learn, action repeat 8), 4000 agent steps (32k env steps) with a 1000-step warm-up, batch 128 "
                  "instead of 256, evaluation every 500 steps with 5 episodes, fast rendering (no shadows, reflections "

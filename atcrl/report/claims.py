@@ -44,6 +44,12 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               ("frozen-unseen", "multi-task"), ("frozen-unseen", "random")),
         Claim("A multi-task ATC encoder pretrained without cartpole beats a random encoder on cartpole-swingup",
               RETURN, ("frozen-unseen", "multi-task-without-cartpole-swingup"), ("frozen-seen", "random")),
+        Claim("PPO on an ATC encoder pretrained on the other seven Atari games, frozen, scores higher than end-to-end "
+              "PPO on the held-out game (a directional test of transfer to an unseen game)", RETURN,
+              ("atari-unseen", "frozen"), ("atari-unseen", "end-to-end")),
+        Claim("PPO fine-tuning an ATC encoder pretrained on the other seven Atari games scores higher than end-to-end "
+              "PPO from scratch on the held-out game", RETURN,
+              ("atari-unseen", "fine-tune"), ("atari-unseen", "end-to-end")),
     ),
     "ablations": (
         *_versus("Full ATC beats its {other} variant on the linear probe", R2, "probe", "atc", _ABLATED),

@@ -85,20 +85,22 @@ class OnlineUL:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator) -> PairBatch | SequenceBatch:
-        """The objective's batch (on the CPU; from replays on the device, there), an equal share (+-1) from every replay.
+        """The objective's batch (on the CPU; from replays on the device, there), an equal share (+-1) from every replay
+        (counted in whole anchor runs where the objective samples runs of consecutive anchors).
 
         Pair batches after the first are gathered straight into one reused buffer (pinned on CUDA),
         each replay's share into its slice: nothing to allocate or concatenate per update. The
         batch returned is valid until the next call.
         """
         need = self.objective.sampling
-        E = len(self.replays)
-        shares = [need.batch_size // E + (i < need.batch_size % E) for i in range(E)]
+        E, run = len(self.replays), need.run
+        units = need.batch_size // run  # whole anchor runs (pairs: run 1) are shared out, never split
+        shares = [(units // E + (i < units % E)) * run for i in range(E)]
         if isinstance(self.replays[0], DeviceReplay):  # drawn on the device (torch's generator): no staging buffer
             if need.kind != "pairs":
                 raise ValueError(f"a replay on the device samples pairs, and {type(self.objective).__name__} needs "
                                  "sequences: keep the replay on the host (device_replay False)")
-            parts = [r.sample_pairs(n, delta_t=need.delta_t) for r, n in zip(self.replays, shares) if n]
+            parts = [r.sample_pairs(n, delta_t=need.delta_t, run=run) for r, n in zip(self.replays, shares) if n]
             return parts[0] if len(parts) == 1 else concat(parts)
         weights = self.priorities or [None] * E
         if need.kind != "pairs" and self.priorities is not None:
@@ -109,7 +111,7 @@ class OnlineUL:
                 if n:
                     view = PairBatch(**{f.name: getattr(self._out, f.name)[start:start + n]
                                         for f in dataclasses.fields(PairBatch)})
-                    replay.sample_pairs(n, rng, delta_t=need.delta_t, out=view, priorities=w)
+                    replay.sample_pairs(n, rng, delta_t=need.delta_t, run=run, out=view, priorities=w)
                 start += n
             return self._out
         parts = []
@@ -117,7 +119,7 @@ class OnlineUL:
             if n == 0:
                 continue
             if need.kind == "pairs":
-                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t, priorities=w))
+                parts.append(replay.sample_pairs(n, rng, delta_t=need.delta_t, run=run, priorities=w))
             else:
                 parts.append(replay.sample_sequences(n, rng, length=need.length))
         if len(parts) == 1 and need.kind != "pairs":

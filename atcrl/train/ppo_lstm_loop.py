@@ -19,7 +19,7 @@ unless saved; weights, optimizers, counters and the UL state are restored.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -42,8 +42,8 @@ from atcrl.train.ppo_loop import (
 )
 from atcrl.ul.atc import ATC_PRESETS, ATCConfig
 
-ONLINE_ATC = ATCConfig(**{**ATC_PRESETS["dmlab"].__dict__, "shift_prob": 1.0})
-"""Online ATC for DMLab: the offline DMLab settings (Δt 3, batch 512, latent 256) with shift probability 1."""
+ONLINE_ATC = replace(ATC_PRESETS["dmlab"], shift_prob=1.0)
+"""Online ATC for DMLab: the offline DMLab settings (Δt 3, 32 sequences x 16 steps, latent 256) with shift probability 1."""
 
 
 @dataclass(frozen=True)

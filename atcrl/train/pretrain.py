@@ -286,7 +286,7 @@ def _names(cfg: PretrainConfig) -> str:
 
 def sample(replay: MultiTaskReplay, need: SamplingNeed, batch_size: int, rng: np.random.Generator):
     if need.kind == "pairs":
-        return replay.sample_pairs(batch_size, rng, delta_t=need.delta_t)
+        return replay.sample_pairs(batch_size, rng, delta_t=need.delta_t, run=need.run)
     return replay.sample_sequences(batch_size, rng, length=need.length)
 
 
@@ -337,9 +337,10 @@ def _run(cfg: PretrainConfig, dist: Dist, device: torch.device) -> int:
     if not trainable_parameters(objective):  # the random-encoder baseline
         return _export_untrained(cfg, settings, data, objective, out, dist)
     need: SamplingNeed = objective.sampling
-    if need.batch_size % dist.world_size:
-        raise PretrainError(f"the global batch {need.batch_size} does not split evenly over "
-                            f"{dist.world_size} ranks; pick a multiple of {dist.world_size}")
+    if need.batch_size % (dist.world_size * need.run):
+        per_run = f" runs of {need.run} anchors" if need.run > 1 else ""
+        raise PretrainError(f"the global batch {need.batch_size} does not split evenly into{per_run} over "
+                            f"{dist.world_size} ranks; pick a multiple of {dist.world_size * need.run}")
     local_batch = need.batch_size // dist.world_size
     _check_sampling(cfg, data, need, local_batch)
     on_device = device.type == "cuda" and need.kind == "pairs" if cfg.device_data is None else cfg.device_data

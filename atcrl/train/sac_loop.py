@@ -203,12 +203,12 @@ class SACRun:
     @property
     def reuses_rl_batch(self) -> bool:
         """Whether the UL objective trains on the critic's shifted (obs, next_obs) minibatch, as the reference's
-        online SAC + ATC does: only where that minibatch is exactly the objective's own batch (pairs at Δt 1 =
+        online SAC + ATC does: only where that minibatch is exactly the objective's own batch (independent pairs at Δt 1 =
         1-step transitions, the same batch size, the same random shift on both sides) and the objective can
         score the critic's conv features (``SamplingNeed.scores_features``); else it samples its own."""
         need = None if self.objective is None else self.objective.sampling
         sac_shift = (self.cfg.sac.shift_pad, 1.0) if self.cfg.sac.shift_pad else (0, 0.0)
-        return (need is not None and need.kind == "pairs" and need.delta_t == 1 == self.cfg.n_step
+        return (need is not None and need.kind == "pairs" and need.run == 1 and need.delta_t == 1 == self.cfg.n_step
                 and need.batch_size == self.cfg.batch_size and need.scores_features and need.shift == sac_shift)
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,6 +54,13 @@ class ATCConfig:
     """Learned bilinear matrix W in the logits p W c̄ᵀ. False uses the plain dot product p c̄ᵀ."""
     similarity: Literal["contrast", "cosine"] = "contrast"
     """"contrast": InfoNCE over the batch (ATC/AC). "cosine": 2 − 2·cos(p, c̄) per pair, no negatives (ATS)."""
+    sampling: Literal["pairs", "sequences"] = "pairs"
+    """How the batch's anchors are drawn. "pairs": batch_size independent (t, t + delta_t) pairs (DMC).
+    "sequences": batch_size / sequence_length sequences of sequence_length consecutive steps, an anchor at
+    every step with its positive delta_t later, so an anchor's negatives include its own sequence's other
+    steps (Atari/DMLab: 32 x 16 = 512). Either way each step past an episode end or the write cursor is masked."""
+    sequence_length: int = 16
+    """Steps per sequence when sampling="sequences" (batch_size must be a multiple); unused for "pairs"."""
 
     def __post_init__(self) -> None:
         if self.delta_t < 0:
@@ -66,15 +73,24 @@ class ATCConfig:
             raise ValueError(f"shift_prob must be in [0, 1], got {self.shift_prob}")
         if self.similarity not in ("contrast", "cosine"):
             raise ValueError(f"similarity must be 'contrast' or 'cosine', got {self.similarity!r}")
+        if self.sampling not in ("pairs", "sequences"):
+            raise ValueError(f"sampling must be 'pairs' or 'sequences', got {self.sampling!r}")
+        if self.sampling == "sequences" and (self.sequence_length < 1 or self.batch_size % self.sequence_length):
+            raise ValueError(f"sampling='sequences' needs batch_size ({self.batch_size}) to be a multiple of "
+                             f"sequence_length ({self.sequence_length}) >= 1")
+
+    @property
+    def run(self) -> int:
+        """Consecutive anchors per run in the sampled batch (``SamplingNeed.run``)."""
+        return self.sequence_length if self.sampling == "sequences" else 1
 
 
-# Paper settings (docs/reference-settings.md, "Offline pretraining"). Atari: the reference samples 32
-# sequences x 16 steps, so an anchor's negatives include its own sequence's other steps; here the batch is
-# 512 independent (t, t+3) pairs from the pair sampler (deviation D1 there).
+# Paper settings (docs/reference-settings.md, "Offline pretraining"). Atari/DMLab: 32 sequences x 16 steps,
+# an anchor at every step, so an anchor's negatives include its own sequence's other steps.
 ATC_PRESETS: dict[str, ATCConfig] = {
     "dmc": ATCConfig(),
-    "atari": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1),
-    "dmlab": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1),
+    "atari": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1, sampling="sequences"),
+    "dmlab": ATCConfig(delta_t=3, batch_size=512, latent_size=256, shift_prob=0.1, sampling="sequences"),
 }
 
 
@@ -116,7 +132,7 @@ class ATC(nn.Module):
         self.target_encoder = frozen_copy(encoder)
         self.target_compressor = frozen_copy(self.compressor)
         shift = (cfg.shift_pad, cfg.shift_prob) if cfg.augment and cfg.shift_pad and cfg.shift_prob else (0, 0.0)
-        self.sampling = SamplingNeed(kind="pairs", batch_size=cfg.batch_size, delta_t=cfg.delta_t,
+        self.sampling = SamplingNeed(kind="pairs", batch_size=cfg.batch_size, delta_t=cfg.delta_t, run=cfg.run,
                                      scores_features=True, shift=shift)
 
     def _augment(self, obs: torch.Tensor) -> torch.Tensor:

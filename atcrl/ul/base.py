@@ -34,6 +34,10 @@ class SamplingNeed:
     """Offset of the positive for "pairs" (0 = the same observation)."""
     length: int = 0
     """Window length T for "sequences"."""
+    run: int = 1
+    """For "pairs": anchors come in runs of this many consecutive observations (``batch_size`` a multiple of
+    it), so an anchor's negatives include its own run's other steps (sequence sampling: 32 runs x 16 = 512);
+    1 = independent anchors."""
     scores_features: bool = False
     """The objective can score anchor features a caller already computed: ``loss_terms(features, positive,
     valid)``, metrics as device tensors. An RL loop whose minibatch is this objective's own batch may then
