@@ -310,11 +310,13 @@ class Replay:
         *,
         n_step: int = 1,
         gamma: float = 0.99,
+        sign_rewards: bool = False,
         out: TransitionBatch | None = None,
     ) -> TransitionBatch:
         """n-step transitions: returns summed up to the episode end; discount γ^n' (0 after a true terminal).
 
         n' < n_step when the episode (or, for the episode in progress, the stored data) ends first.
+        ``sign_rewards``: sum sign(r) instead of r (Atari reward clipping; the stored rewards stay raw).
         ``out``: a previous batch of the same shape (e.g. pinned) to fill in place instead of allocating.
         """
         if n_step < 1:
@@ -324,6 +326,8 @@ class Replay:
         rel = ring.draw(STEP, batch_size, rng, "transitions")
         n = ring.steps_to_end(rel, n_step)
         rewards = ring.ahead(self.rewards, rel, n_step, n).astype(np.float64)
+        if sign_rewards:
+            rewards = np.sign(rewards)
         return self._batch(
             TransitionBatch,
             out,
