@@ -62,7 +62,7 @@ class RLPreset:
     """One online-RL setting of the paper: which agent, the default env and the loop config it trains with."""
 
     algo: str
-    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" for discrete ones."""
+    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" or "dqn" for discrete ones."""
     env: str
     """Env used when --env is not given."""
     summary: str
