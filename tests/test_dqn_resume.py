@@ -3,18 +3,13 @@ ends at the same step and update count as the uninterrupted run."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
+from reltools import start, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--preset", "tiny-dqn", "--steps", "1200", "--dqn.num-envs", "4", "--dqn.warmup-steps", "200",
         "--dqn.batch-size", "8", "--dqn.agent.hidden", "16", "--dqn.log-every", "200", "--ckpt-every", "200",
         "--checkpoint-replay", "--eval-episodes", "0", "--no-tensorboard", "--device", "cpu"]
@@ -22,14 +17,8 @@ ARGS = ["--preset", "tiny-dqn", "--steps", "1200", "--dqn.num-envs", "4", "--dqn
 
 def test_kill_9_then_resume_continues_at_the_checkpoint_step_with_the_saved_replays(tmp_path, capsys):
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "atcrl.cli", "train", *ARGS, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while not (killed / "checkpoints" / "ckpt_000600.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.01)
+    proc = start(["train", *ARGS, "--out", killed])
+    wait_for(lambda: (killed / "checkpoints" / "ckpt_000600.pt").exists(), proc, timeout=180)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
