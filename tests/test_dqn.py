@@ -19,7 +19,6 @@ from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import RL_PRESETS
 from atcrl.rl.dqn import DQNAgent, DQNConfig, QNetwork
-from atcrl.rl.modes import EncoderMode
 from atcrl.train.dqn_loop import DQNLoopConfig, train_dqn
 
 OBS = (4, 32, 32)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import signal
 
+from reltools import start, wait_for
+
 from atcrl.checkpoint import list_checkpoints, load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
-from reltools import start, wait_for
 
 ARGS = ["--preset", "tiny-dqn", "--steps", "1200", "--dqn.num-envs", "4", "--dqn.warmup-steps", "200",
         "--dqn.batch-size", "8", "--dqn.agent.hidden", "16", "--dqn.log-every", "200", "--ckpt-every", "200",

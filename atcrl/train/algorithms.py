@@ -24,8 +24,8 @@ from atcrl.data.replay import Replay
 from atcrl.fastpath import prepare_module
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import RL_PRESETS, RLPreset
-from atcrl.rl.modes import EncoderMode
 from atcrl.rl.dqn import DQNAgent
+from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent
 from atcrl.rl.sac import SACAgent
 from atcrl.train import dqn_loop, ppo_loop, sac_loop
