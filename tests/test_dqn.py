@@ -19,7 +19,9 @@ from atcrl.fastpath import FastPathConfig
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import RL_PRESETS
 from atcrl.rl.dqn import DQNAgent, DQNConfig, QNetwork
+from atcrl.rl.modes import EncoderMode
 from atcrl.train.dqn_loop import DQNLoopConfig, train_dqn
+from atcrl.ul.atc import ATC_PRESETS
 
 OBS = (4, 32, 32)
 
@@ -180,3 +182,49 @@ def test_dqn_learns_tiny_catch_from_pixels():
     assert random < 0.0  # a random paddle misses more often than it catches
     assert learned > 0.8, (learned, history[-1])
     assert run.step == 4000 and run.agent.updates == cfg.updates_due(4000) and seconds < 120
+
+
+def test_the_loop_keeps_the_conv_fixed_when_frozen_and_lets_only_ul_train_it_when_decoupled():
+    small = {"env": "tiny:catch", "steps": 240, "num_envs": 2, "replay_size": 400, "warmup_steps": 40,
+             "batch_size": 8, "image_size": 32, "encoder": "dmc", "device": "cpu",
+             "fast": FastPathConfig.fp32_eager(threads=1), "dqn": DQNConfig(hidden=16)}
+    torch.manual_seed(0)
+    conv = ConvEncoder("dmc", OBS)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    run, _ = train_dqn(DQNLoopConfig(mode="frozen", **small), encoder=conv)
+    run.close()
+    assert run.agent.updates == 50 and all(torch.equal(before[k], v) for k, v in conv.state_dict().items())
+
+    atc = replace(ATC_PRESETS["atari"], batch_size=16)
+    conv = ConvEncoder("dmc", OBS)
+    conv.load_state_dict(before)
+    run, history = train_dqn(DQNLoopConfig(mode="decoupled", ul="atc", atc=atc, **small), encoder=conv)
+    run.close()
+    assert all(not torch.equal(before[k], v) for k, v in conv.state_dict().items())  # UL trained it
+    assert run.ul is not None and run.ul.updates == run.agent.updates == 50 and "ul/loss" in history[-1][1]
+    assert run.agent.mode is EncoderMode.decoupled
+    assert not {id(p) for p in run.agent.net.encoder.parameters()} & {id(p) for p in run.agent.rl_parameters()}
+
+
+def test_a_dqn_run_trains_evaluates_collects_and_exports_through_the_commands(tmp_path, capsys):
+    from atcrl.checkpoint import load_checkpoint
+    from atcrl.cli import main as atcrl
+
+    run = tmp_path / "run"
+    assert atcrl(["train", "--preset", "tiny-dqn", "--steps", "200", "--dqn.warmup-steps", "100",
+                  "--eval-every", "100", "--eval-episodes", "2", "--no-tensorboard", "--device", "cpu",
+                  "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert atcrl(["evaluate", "--run", str(run), "--episodes", "2"]) == 0
+    assert "step 200" in capsys.readouterr().out
+    for explore in ([], ["--explore"]):
+        assert atcrl(["collect", "--checkpoint", str(run), "--episodes", "2", *explore,
+                      "--out", str(tmp_path / f"data{len(explore)}")]) == 0
+    assert atcrl(["export", "--run", str(run), "--out", str(tmp_path / "enc.safetensors")]) == 0
+    from atcrl.encoder_io import load_encoder
+    from atcrl.train.algorithms import ALGORITHMS
+
+    weights = load_checkpoint(run / "checkpoints", kind="train").state["run"]
+    key = ALGORITHMS["dqn"].encoder_key
+    exported = load_encoder(tmp_path / "enc.safetensors").state_dict()
+    assert all(torch.equal(weights["agent"]["modules"][key + k], v) for k, v in exported.items())
