@@ -309,8 +309,9 @@ class DQN(_Registered):
         return dqn_loop.build_run(loop, encoder=encoder)
 
     def after_restore(self, run: Any) -> None:
-        for group in run.agent.optimizer.param_groups:
-            group["lr"] = run.cfg.dqn.lr
+        lr = run.cfg.dqn.lr
+        for group in run.agent.optimizer.param_groups:  # a capturable optimizer keeps a device-tensor rate
+            group["lr"] = group["lr"].fill_(lr) if torch.is_tensor(group["lr"]) else lr
 
     def check_finite(self, run: Any) -> None:
         pass  # every DQN loss is checked as it is computed
