@@ -3,11 +3,9 @@ ends at the same step and update count as the uninterrupted run."""
 
 from __future__ import annotations
 
-import signal
+from reltools import kill_9_after_checkpoint
 
-from reltools import start, wait_for
-
-from atcrl.checkpoint import list_checkpoints, load_checkpoint
+from atcrl.checkpoint import load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
 
@@ -18,13 +16,7 @@ ARGS = ["--preset", "tiny-dqn", "--steps", "1200", "--dqn.num-envs", "4", "--dqn
 
 def test_kill_9_then_resume_continues_at_the_checkpoint_step_with_the_saved_replays(tmp_path, capsys):
     killed = tmp_path / "killed"
-    proc = start(["train", *ARGS, "--out", killed])
-    wait_for(lambda: (killed / "checkpoints" / "ckpt_000600.pt").exists(), proc, timeout=180)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    last = list_checkpoints(killed / "checkpoints")[-1][0]
+    last = kill_9_after_checkpoint(["train", *ARGS], killed, 600)
     assert 600 <= last < 1200
     saved = load_checkpoint(killed / "checkpoints", kind="train").state
     assert saved["step"] == last and saved["run"]["vector_step"] == last // 4 and len(saved["replay"]) == 4
