@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from atcrl.nets.encoders import EncoderName
+from atcrl.rl.dqn import DQNConfig
 from atcrl.rl.modes import EncoderMode
+from atcrl.train.dqn_loop import DQNLoopConfig
 from atcrl.train.ppo_loop import PPOLoopConfig
 from atcrl.train.ppo_lstm_loop import PPOLSTMLoopConfig
 from atcrl.train.sac_loop import paper_config
@@ -61,7 +63,7 @@ class RLPreset:
     """One online-RL setting of the paper: which agent, the default env and the loop config it trains with."""
 
     algo: str
-    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo" or "ppo_lstm" for discrete ones."""
+    """The agent (atcrl.train.algorithms): "sac" for continuous actions, "ppo", "ppo_lstm" or "dqn" for discrete ones."""
     env: str
     """Env used when --env is not given."""
     summary: str
@@ -119,6 +121,22 @@ RL_PRESETS: dict[str, RLPreset] = {
                                  needs_encoder=True),
 }
 """The DMLab presets train on the DMLab-shaped 3D stand-in family (DMLAB_ENV): there is no DeepMind Lab here."""
+
+# ----------------------------------------------------------------- DQN expert presets (atcrl.train.dqn_loop)
+
+DQN_PRESETS: dict[str, RLPreset] = {
+    "atari-dqn": RLPreset("dqn", "atari:Pong",
+                          "the Atari DQN expert: end-to-end double DQN, 8 envs with ε log-spaced in [0.001, 0.2]",
+                          lambda env: DQNLoopConfig(env=env)),
+    "tiny-dqn": RLPreset("dqn", "tiny:catch", "a small double DQN that learns tiny:catch in seconds (tests, demos)",
+                         lambda env: DQNLoopConfig(
+                             env=env, steps=4_000, num_envs=4, replay_size=8_000, warmup_steps=400,
+                             train_every=2, eps_decay_steps=2_000, eps_min=0.01, eps_max=0.05, image_size=32,
+                             encoder="dmc", log_every=500,
+                             dqn=DQNConfig(lr=1e-3, hidden=64, target_update_every=100))),
+}
+"""Kept apart from the table above so that each agent's presets are one block of their own."""
+RL_PRESETS.update(DQN_PRESETS)
 
 DEFAULT_RL_PRESET = {False: "dmc-atc", True: "atari-ppo-atc"}
 """The preset used without --preset, by whether the env's actions are discrete."""

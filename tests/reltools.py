@@ -45,6 +45,22 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None
         time.sleep(0.005)
 
 
+def kill_9_after_checkpoint(args: Sequence[object], run_dir: Path, step: int, timeout: float = 180) -> int:
+    """`atcrl train ARGS --out RUN_DIR` in a child, SIGKILLed once its checkpoint of ``step`` exists; returns the
+    step of the newest checkpoint it left."""
+    import signal
+
+    from atcrl.checkpoint import list_checkpoints
+
+    proc = start([*args, "--out", run_dir])
+    wait_for(lambda: (run_dir / "checkpoints" / f"ckpt_{step:06d}.pt").exists(), proc, timeout=timeout)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return list_checkpoints(run_dir / "checkpoints")[-1][0]
+
+
 def one_line_error(stderr: str) -> str:
     """The single error line of a failed command (asserting there is no traceback)."""
     assert "Traceback" not in stderr, stderr

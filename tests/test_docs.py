@@ -124,7 +124,7 @@ def test_every_settings_section_has_one_table():
     sections = _sections(SETTINGS)
     tables = settings_tables()
     expected = {"ATC objective", "Encoders", "Offline pretraining", "Online SAC + ATC for DMC", "PPO for Atari",
-                "PPO-LSTM for DMLab", "DMLab environments", "Comparison objectives", "Offline pipeline and demonstrations", "Multitask",
+                "DQN expert for Atari", "PPO-LSTM for DMLab", "DMLab environments", "Comparison objectives", "Offline pipeline and demonstrations", "Multitask",
                 "Anchor numbers"}
     assert set(tables) == expected
     assert "Deviations" in sections

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from reltools import kill_9_after_checkpoint
 
-from atcrl.checkpoint import list_checkpoints, load_checkpoint
+from atcrl.checkpoint import load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.metrics_log import read_jsonl
 
@@ -48,19 +49,7 @@ def test_kill_9_then_resume_continues_at_the_checkpoint_and_ends_like_the_uninte
     # the device, here the CPU: the same sampler and checkpoint code a GPU runs).
     args = [*SAC, "--steps", "400", "--ckpt-every", "50", "--checkpoint-replay", *replay]
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "atcrl.cli", "train", *args, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while not (killed / "checkpoints" / "ckpt_000150.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    last = list_checkpoints(killed / "checkpoints")[-1][0]
+    last = kill_9_after_checkpoint(["train", *args], killed, 150)
     assert 150 <= last < 400
 
     assert atcrl(["train", *args, "--out", str(killed)]) == 2  # never reused without --resume

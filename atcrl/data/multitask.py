@@ -73,9 +73,13 @@ class MultiTaskReplay:
         return counts
 
     def sample_transitions(
-        self, batch_size: int, rng: np.random.Generator, *, n_step: int = 1, gamma: float = 0.99
+        self, batch_size: int, rng: np.random.Generator, *, n_step: int = 1, gamma: float = 0.99,
+        sign_rewards: bool = False,
     ) -> TransitionBatch:
-        return self._sample("sample_transitions", batch_size, rng, n_step=n_step, gamma=gamma)
+        """``Replay.sample_transitions`` from every replay, its share of the batch each (``sign_rewards`` needs
+        host replays)."""
+        extra = {"sign_rewards": True} if sign_rewards else {}
+        return self._sample("sample_transitions", batch_size, rng, n_step=n_step, gamma=gamma, **extra)
 
     def sample_pairs(self, batch_size: int, rng: np.random.Generator, *, delta_t: int, run: int = 1) -> PairBatch:
         """Pairs from every task; with ``run`` > 1 (anchor runs, see ``Replay.sample_pairs``) whole runs are split."""

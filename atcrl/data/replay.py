@@ -324,11 +324,13 @@ class Replay:
         *,
         n_step: int = 1,
         gamma: float = 0.99,
+        sign_rewards: bool = False,
         out: TransitionBatch | None = None,
     ) -> TransitionBatch:
         """n-step transitions: returns summed up to the episode end; discount γ^n' (0 after a true terminal).
 
         n' < n_step when the episode (or, for the episode in progress, the stored data) ends first.
+        ``sign_rewards``: sum sign(r) instead of r (Atari reward clipping; the stored rewards stay raw).
         ``out``: a previous batch of the same shape (e.g. pinned) to fill in place instead of allocating.
         """
         if n_step < 1:
@@ -338,6 +340,8 @@ class Replay:
         rel = ring.draw(STEP, batch_size, rng, "transitions")
         n = ring.steps_to_end(rel, n_step)
         rewards = ring.ahead(self.rewards, rel, n_step, n).astype(np.float64)
+        if sign_rewards:
+            rewards = np.sign(rewards)
         return self._batch(
             TransitionBatch,
             out,
@@ -421,3 +425,44 @@ class Replay:
             valid=j < d,
             task=np.zeros(batch_size, np.int64),
         )
+
+
+def episodes_of_state(state: dict[str, Any], task: str = "") -> tuple[list[Episode], int]:
+    """The episodes a ``Replay.state_dict()`` holds, oldest first, and how many leading slots were dropped.
+
+    A ring that has wrapped starts mid-episode: the slots before the first surviving episode start (step 0)
+    lost their beginning and are dropped (their count is returned). Every later episode is whole. One that
+    ended with a true terminal is ``terminated``; one that ended otherwise (a time limit, or cut by a reset
+    or a resume) is ``truncated``; the episode still in progress at the end is written as ``truncated`` with
+    the steps stored so far (its newest frame has no action yet). Actions and rewards are the stored ones
+    (raw rewards), physics where the replay kept it.
+    """
+    size = len(state["step"])
+    written, capacity = int(state["written"]), int(state["capacity"])
+    order = (written - size + np.arange(size)) % capacity  # slot indices, oldest first
+    arrays = {name: torch.as_tensor(state[name]).numpy() for name in
+              ("frames", "actions", "rewards", "step", "last", "terminal", "physics") if name in state}
+    step, last = arrays["step"][order], arrays["last"][order]
+    starts = np.flatnonzero(step == 0)
+    dropped = int(starts[0]) if len(starts) else size
+    episodes: list[Episode] = []
+    for begin, end in zip(starts, [*starts[1:], size]):
+        ends = np.flatnonzero(last[begin:end])
+        stop = begin + int(ends[0]) + 1 if len(ends) else end  # one past the episode's final frame
+        if not len(ends) and end < size:
+            raise ValueError(f"replay slot {int(order[end - 1])} ends no episode before the next one starts: "
+                             "not a Replay state")
+        slots = order[begin:stop]
+        if not np.array_equal(arrays["step"][slots], np.arange(len(slots))):
+            raise ValueError(f"replay slots {int(slots[0])}..{int(slots[-1])} do not count one episode's steps: "
+                             "not a Replay state")
+        if len(slots) < 2:
+            continue  # a reset frame with no step after it holds no transition
+        terminated = bool(len(ends) and arrays["terminal"][slots[-1]])
+        physics = arrays.get("physics")
+        episodes.append(Episode(
+            frames=arrays["frames"][slots], actions=arrays["actions"][slots[:-1]],
+            rewards=arrays["rewards"][slots[:-1]].astype(np.float32), terminated=terminated,
+            truncated=not terminated, physics=None if physics is None else physics[slots].astype(np.float64),
+            task=task))
+    return episodes, dropped

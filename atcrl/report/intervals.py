@@ -60,7 +60,7 @@ def scores(values: Mapping[str, Mapping[int, float]]) -> Scores | None:
 
 
 @contextlib.contextmanager
-def _seeded() -> Iterator[None]:
+def seeded() -> Iterator[None]:
     state = np.random.get_state()
     np.random.seed(SEED)
     try:
@@ -72,7 +72,7 @@ def _seeded() -> Iterator[None]:
 def _interval(data: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray]) -> list[Estimate]:
     from rliable import library
 
-    with _seeded():
+    with seeded():
         point, interval = library.get_interval_estimates({"x": data}, func, reps=REPS,
                                                          confidence_interval_size=CONFIDENCE)
     lo, hi = interval["x"]
@@ -115,7 +115,7 @@ def performance_profiles(variants: Mapping[str, Scores], points: int = 41
     low = min(float(s.matrix.min()) for s in variants.values())
     high = max(float(s.matrix.max()) for s in variants.values())
     taus = np.linspace(low, high if high > low else low + 1.0, points)
-    with _seeded():
+    with seeded():
         point, interval = library.create_performance_profile({k: s.matrix for k, s in variants.items()}, taus,
                                                              reps=REPS, confidence_interval_size=CONFIDENCE)
     return taus, {k: (point[k], interval[k][0], interval[k][1]) for k in variants}

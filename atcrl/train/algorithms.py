@@ -24,11 +24,12 @@ from atcrl.data.replay import Replay
 from atcrl.fastpath import prepare_module
 from atcrl.nets.encoders import ConvEncoder
 from atcrl.presets import RL_PRESETS, RLPreset
+from atcrl.rl.dqn import DQNAgent
 from atcrl.rl.modes import EncoderMode
 from atcrl.rl.ppo import ActorCritic, PPOAgent
 from atcrl.rl.ppo_lstm import PPOLSTMAgent, RecurrentActorCritic
 from atcrl.rl.sac import SACAgent
-from atcrl.train import ppo_loop, ppo_lstm_loop, sac_loop
+from atcrl.train import dqn_loop, ppo_loop, ppo_lstm_loop, sac_loop
 from atcrl.train.overrides import overrides_of
 
 Actor = Callable[[np.ndarray], Any]
@@ -368,7 +369,69 @@ class RecurrentActor:
         return int(out.action[0])
 
 
-ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO(), "ppo_lstm": PPOLSTM()}
+
+class DQN(_Registered):
+    """Double DQN for discrete actions on vector envs with per-env ε (atcrl.train.dqn_loop): the Atari expert."""
+
+    name, example_preset, discrete, loop_evaluates = "dqn", "atari-dqn", True, False
+    config_cls, agent_cls, encoder_key, updates_key = dqn_loop.DQNLoopConfig, DQNAgent, "net.encoder.", "updates"
+    # The learning rate lives in the optimizer state (set again by after_restore); the clip is read each update.
+    changeable = ("agent.lr", "agent.grad_clip", "ul_grad_clip")
+    lr_fields = ("agent.lr",)
+
+    def total_steps(self, loop: Any) -> int:
+        return loop.total_steps
+
+    def warmup_steps(self, loop: Any) -> int:
+        return min(loop.warmup_steps, loop.total_steps)
+
+    def build_run(self, loop: Any, *, encoder: ConvEncoder | None = None) -> Any:
+        return dqn_loop.build_run(loop, encoder=encoder)
+
+    def after_restore(self, run: Any) -> None:
+        lr = run.cfg.dqn.lr
+        for group in run.agent.optimizer.param_groups:  # a capturable optimizer keeps a device-tensor rate
+            group["lr"] = group["lr"].fill_(lr) if torch.is_tensor(group["lr"]) else lr
+
+    def check_finite(self, run: Any) -> None:
+        pass  # every DQN loss is checked as it is computed
+
+    def train(self, run: Any, hooks: TrainHooks) -> None:
+        def on_step(r: Any) -> None:
+            hooks.evaluate(r.step, r.vector_step >= r.cfg.vector_steps)
+            hooks.video(r.step)
+            hooks.safe_point(r.step)
+
+        dqn_loop.train(run, on_metrics=hooks.on_metrics, on_step=on_step)
+
+    def replays(self, run: Any) -> list[Replay]:
+        return list(run.replays)
+
+    def envs(self, run: Any) -> dict[str, Any]:
+        return {}  # a resumed run starts fresh episodes from seeds of its step
+
+    def close(self, run: Any) -> None:
+        run.close()
+
+    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
+        return run.agent.net.encoder, tuple(run.env.single_observation_space.shape), run.agent.net.n_actions
+
+    def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
+        return dqn_loop.build_agent(loop, encoder, action_dim, device)
+
+    def actor(self, agent: Any, *, explore: bool, generator: torch.Generator | None) -> Actor:
+        def act(obs: np.ndarray) -> int:
+            x = torch.from_numpy(np.ascontiguousarray(obs))[None]
+            if not explore:  # argmax, drawing nothing from any random stream
+                return int(agent.greedy(x)[0])
+            return int(agent.act(x, agent.cfg.explore_epsilon, generator)[0])
+        return act
+
+    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
+        return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
+
+
+ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO(), "ppo_lstm": PPOLSTM(), "dqn": DQN()}
 """Every agent family, by name. A new agent is one more line here."""
 
 

@@ -2,12 +2,17 @@
 
     atcrl collect --env dmc:cartpole-swingup --episodes 20 --out data/cartpole --policy random
     atcrl collect --checkpoint runs/dmc-atc-dmc-cartpole-swingup-0 --episodes 20 --out data/expert
+    atcrl collect --checkpoint runs/atari-dqn-atari-Pong-0 --whole-replay --out data/dqn-replay
 
 Each episode is written as soon as it ends (one atomically renamed file), so an interrupted run
 loses at most the episode in progress. Episode k of a task is always played with seeds derived
 from (seed, k): re-running the same command with ``--append`` keeps the episodes already on disk
 and records only the missing ones, and the result equals what the uninterrupted run would have
 written. ``--episodes`` is therefore the number of episodes of that task the dataset should hold.
+
+``--whole-replay`` instead writes the replay a run trained on (saved in its checkpoint with
+``atcrl train --checkpoint-replay``) as the dataset: every transition still in it, in order, with its
+episode boundaries (``write_whole_replay``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,10 +46,11 @@ class CollectError(ValueError):
 class CollectConfig:
     """Record episodes of a policy into an atcrl dataset (one file per finished episode)."""
 
-    episodes: int
-    """Episodes of this task the dataset should hold; with --append, those already there count."""
     out: str
     """Dataset directory (created; must be empty unless --append)."""
+    episodes: int | None = None
+    """Episodes of this task the dataset should hold; with --append, those already there count. Required
+    unless --whole-replay."""
     env: str | None = None
     """Env spec, e.g. dmc:cartpole-swingup, atari:Pong, tiny:point (see `atcrl envs`); with --checkpoint,
     None = the trained run's env."""
@@ -66,10 +72,23 @@ class CollectConfig:
     """Cut episodes after this many agent steps (recorded as truncated); None = the env's own limit."""
     append: bool = False
     """Add to an existing dataset: keep its episodes and record only the missing ones."""
+    whole_replay: bool = False
+    """With --checkpoint: write the run's training replay as the dataset instead of playing new episodes: every
+    transition still in it, oldest first, as episodes with their boundaries (one replay after another for
+    agents with one per env, e.g. DQN). The run must have been trained with `atcrl train --checkpoint-replay`.
+    A replay that wrapped starts mid-episode: those leading steps are dropped (their count is in meta.json);
+    the episode in progress at the checkpoint is written as truncated. Rewards are the env's raw rewards."""
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.whole_replay:
+            if self.checkpoint is None:
+                raise ValueError("--whole-replay writes a trained run's replay: give --checkpoint RUN")
+            if self.episodes is not None or self.append or self.explore or self.max_steps is not None:
+                raise ValueError("--whole-replay writes what the replay holds: drop --episodes, --append, "
+                                 "--explore and --max-steps")
+            return
+        if self.episodes is None or self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes} (or pass --whole-replay with --checkpoint)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.env is None and self.checkpoint is None:
@@ -251,7 +270,10 @@ def run_collect(cfg: CollectConfig) -> int:
     try:
         env_kwargs: dict[str, Any] = {"image_size": cfg.image_size, "fast_render": cfg.fast_render}
         spec = cfg.env
-        if cfg.checkpoint is not None:
+        start = time.perf_counter()
+        if cfg.whole_replay:
+            out = write_whole_replay(cfg.checkpoint, cfg.out, env=cfg.env)
+        elif cfg.checkpoint is not None:
             trained = _load_trained(cfg.checkpoint)
             spec = cfg.env if cfg.env is not None else trained.info.loop["env"]
             env_kwargs = _trained_env(cfg, spec, trained)
@@ -259,15 +281,65 @@ def run_collect(cfg: CollectConfig) -> int:
             name = f"checkpoint:{cfg.checkpoint}" + (" (explore)" if cfg.explore else "")
         else:
             policy, name = random_policy(_action_space(spec, env_kwargs)), cfg.policy
-        start = time.perf_counter()
-        out = collect_episodes(spec, cfg.episodes, policy, out=cfg.out, seed=cfg.seed, append=cfg.append,
-                               max_steps=cfg.max_steps, policy_name=name, **env_kwargs)
+        if not cfg.whole_replay:
+            out = collect_episodes(spec, cfg.episodes, policy, out=cfg.out, seed=cfg.seed, append=cfg.append,
+                                   max_steps=cfg.max_steps, policy_name=name, **env_kwargs)
     except (CollectError, DatasetError, ValueError, ImportError) as e:
         print(f"atcrl collect: error: {e}", file=sys.stderr)
         return 2
     print(f"dataset {out} ({time.perf_counter() - start:.1f} s); inspect it with "
           f"`atcrl dataset info {shlex.quote(str(out))}`", file=sys.stderr)
     return 0
+
+
+def write_whole_replay(checkpoint: str | Path, out: str | Path, *, env: str | None = None,
+                       progress: bool = True) -> Path:
+    """Write the replay(s) saved in a train run's checkpoint (``atcrl train --checkpoint-replay``) as a dataset
+    at ``out`` (a new or empty directory): ``atcrl.data.replay.episodes_of_state`` of each replay, in the
+    replays' order. ``env`` names the task the episodes are labelled with (None = the run's env)."""
+    from atcrl.checkpoint import CheckpointError
+    from atcrl.data.replay import episodes_of_state
+    from atcrl.train.rl_checkpoint import TrainRunError, load_run_checkpoint
+
+    try:
+        info, ckpt = load_run_checkpoint(checkpoint)
+    except (TrainRunError, CheckpointError) as e:
+        raise CollectError(f"cannot read the replay of {checkpoint}: {e}") from e
+    saved = ckpt.state.get("replay")
+    if saved is None:
+        raise CollectError(f"{ckpt.path} holds no replay: train the run with `atcrl train --checkpoint-replay` "
+                           "to write its whole replay, or record new episodes with --episodes N")
+    replays = saved if isinstance(saved, list) else [saved]
+    made = make_env(env or info.loop["env"], **info.env_kwargs())
+    try:
+        meta = meta_from_env(made)
+    finally:
+        made.close()
+    frames = replays[0]["frames"]
+    if tuple(frames.shape[1:]) != meta.frame_shape or str(frames.dtype) != "torch.uint8":
+        raise CollectError(f"the replay of {ckpt.path} stores {tuple(frames.shape[1:])} {frames.dtype} entries, not "
+                           f"the env's {meta.frame_shape} uint8 frames (a latent replay?); it cannot be a dataset")
+    physics = "physics" in replays[0]
+    notes = {"policy": f"whole-replay:{ckpt.path}", "step": int(ckpt.state["step"]), "replays": len(replays)}
+    episodes, dropped = [], []
+    for state in replays:
+        eps, lost = episodes_of_state(state, task=meta.tasks[0])
+        episodes += eps
+        dropped.append(lost)
+    notes["dropped_leading_slots"] = dropped  # per replay: the partial episode a wrapped ring started with
+    meta = replace(meta, physics_dim=meta.physics_dim if physics else None, extra={"collect": notes})
+    try:
+        writer = DatasetWriter(out, meta)
+    except DatasetError as e:
+        raise CollectError(str(e)) from e
+    bar = Progress(len(episodes), desc=f"whole replay {meta.tasks[0]}", show=("steps",), enabled=progress,
+                   interval=10.0, unit="episode")
+    with bar:
+        for episode in episodes:
+            writer.add(episode)
+            bar.update(1, {"steps": len(episode)})
+    writer.close()
+    return Path(out)
 
 
 def _trained_env(cfg: CollectConfig, spec: str, trained: Any) -> dict[str, Any]:

@@ -187,14 +187,19 @@ def build_agent(info: RunInfo, device: str | torch.device = "cpu") -> Any:
     return info.algorithm.build_agent(info.loop_config(), encoder, info.action_dim, device)
 
 
-def load_trained(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:
-    """The agent of a train run's latest checkpoint (a run directory) or of one checkpoint file in it."""
+def load_run_checkpoint(run_or_checkpoint: str | Path) -> tuple[RunInfo, Any]:
+    """(RunInfo, checkpoint) of a train run's latest checkpoint (a run directory) or of one checkpoint file in it."""
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise TrainRunError(f"{path} does not exist (expected an `atcrl train` run directory or a checkpoint in it)")
     run_dir = path.parent.parent if path.is_file() else path
     info = read_run_info(run_dir)
-    ckpt = load(run_dir, info, which=path if path.is_file() else None)
+    return info, load(run_dir, info, which=path if path.is_file() else None)
+
+
+def load_trained(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:
+    """The agent of a train run's latest checkpoint (a run directory) or of one checkpoint file in it."""
+    info, ckpt = load_run_checkpoint(run_or_checkpoint)
     agent = build_agent(info, device)
     agent.load_state_dict(ckpt.state["run"]["agent"])
     return Trained(agent, info, ckpt.path, int(ckpt.state["step"]))
