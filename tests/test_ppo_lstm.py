@@ -5,14 +5,13 @@ evaluate, collect)."""
 from __future__ import annotations
 
 import dataclasses
-import signal
 
 import numpy as np
 import pytest
 import torch
-from reltools import start, wait_for
+from reltools import kill_9_after_checkpoint
 
-from atcrl.checkpoint import list_checkpoints, load_checkpoint
+from atcrl.checkpoint import load_checkpoint
 from atcrl.cli import main as atcrl
 from atcrl.data.replay import Replay
 from atcrl.encoder_io import load_encoder
@@ -181,13 +180,7 @@ CLI = ["--preset", "dmlab-ppo-rl-atc", "--env", "tiny:cue", "--ppo-lstm.image-si
 def test_kill_9_then_resume_reaches_the_uninterrupted_runs_step_and_counters_and_evaluate_collect_act(tmp_path, capsys):
     args = [*CLI, "--steps", "1280", "--ckpt-every", "64"]
     killed = tmp_path / "killed"
-    proc = start(["train", *args, "--out", killed])
-    wait_for(lambda: (killed / "checkpoints" / "ckpt_000192.pt").exists(), proc, timeout=180)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    last = list_checkpoints(killed / "checkpoints")[-1][0]
+    last = kill_9_after_checkpoint(["train", *args], killed, 192)
     assert 192 <= last < 1280
     assert atcrl(["train", "--resume", str(killed)]) == 0
     assert f"resuming {killed} at step {last}" in capsys.readouterr().err
