@@ -261,10 +261,26 @@ class SAC(_Registered):
         return loop["mode"] == EncoderMode.decoupled.value
 
 
-class PPO(_Registered):
+class _VectorDiscrete(_Registered):
+    """What PPO and DQN share: discrete actions from vector envs whose agent keeps its conv at ``net.encoder``, a
+    conv trained by UL when decoupled or with an online objective, and no env state in checkpoints."""
+
+    discrete, loop_evaluates = True, False
+
+    def envs(self, run: Any) -> dict[str, Any]:
+        return {}  # a resumed run starts fresh episodes from seeds of its iteration (PPO) or step (DQN)
+
+    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
+        return run.agent.net.encoder, tuple(run.env.single_observation_space.shape), run.agent.net.n_actions
+
+    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
+        return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
+
+
+class PPO(_VectorDiscrete):
     """PPO for discrete actions on vector envs, optionally with online UL (atcrl.train.ppo_loop)."""
 
-    name, example_preset, discrete, loop_evaluates = "ppo", "atari-ppo-atc", True, False
+    name, example_preset = "ppo", "atari-ppo-atc"
     config_cls, agent_cls, encoder_key, updates_key = ppo_loop.PPOLoopConfig, PPOAgent, "net.encoder.", "gradient_steps"
     loop_module: ClassVar[Any] = ppo_loop
     """The loop module (``build_run``, ``train``)."""
@@ -299,14 +315,8 @@ class PPO(_Registered):
     def replays(self, run: Any) -> list[Replay]:
         return list(run.ul.replays) if run.ul is not None else []
 
-    def envs(self, run: Any) -> dict[str, Any]:
-        return {}  # a resumed run starts fresh episodes from seeds of its iteration
-
     def close(self, run: Any) -> None:
         run.stop_ul_thread()
-
-    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
-        return run.agent.net.encoder, tuple(run.env.single_observation_space.shape), run.agent.net.n_actions
 
     def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
         agent = PPOAgent(ActorCritic(encoder, action_dim, loop.ppo.hidden), loop.mode, loop.ppo, device, fast=loop.fast)
@@ -319,8 +329,6 @@ class PPO(_Registered):
             return int(out.action[0])
         return act
 
-    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
-        return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
 
 
 class PPOLSTM(PPO):
@@ -370,10 +378,10 @@ class RecurrentActor:
 
 
 
-class DQN(_Registered):
+class DQN(_VectorDiscrete):
     """Double DQN for discrete actions on vector envs with per-env ε (atcrl.train.dqn_loop): the Atari expert."""
 
-    name, example_preset, discrete, loop_evaluates = "dqn", "atari-dqn", True, False
+    name, example_preset = "dqn", "atari-dqn"
     config_cls, agent_cls, encoder_key, updates_key = dqn_loop.DQNLoopConfig, DQNAgent, "net.encoder.", "updates"
     # The learning rate lives in the optimizer state (set again by after_restore); the clip is read each update.
     changeable = ("agent.lr", "agent.grad_clip", "ul_grad_clip")
@@ -407,14 +415,8 @@ class DQN(_Registered):
     def replays(self, run: Any) -> list[Replay]:
         return list(run.replays)
 
-    def envs(self, run: Any) -> dict[str, Any]:
-        return {}  # a resumed run starts fresh episodes from seeds of its step
-
     def close(self, run: Any) -> None:
         run.close()
-
-    def shapes(self, run: Any) -> tuple[ConvEncoder, tuple[int, ...], int]:
-        return run.agent.net.encoder, tuple(run.env.single_observation_space.shape), run.agent.net.n_actions
 
     def build_agent(self, loop: Any, encoder: ConvEncoder, action_dim: int, device: torch.device | str) -> nn.Module:
         return dqn_loop.build_agent(loop, encoder, action_dim, device)
@@ -427,8 +429,6 @@ class DQN(_Registered):
             return int(agent.act(x, agent.cfg.explore_epsilon, generator)[0])
         return act
 
-    def conv_trained_by_ul(self, loop: Mapping[str, Any]) -> bool:
-        return loop["mode"] == EncoderMode.decoupled.value or loop.get("ul", "none") != "none"
 
 
 ALGORITHMS: dict[str, Algorithm] = {"sac": SAC(), "ppo": PPO(), "ppo_lstm": PPOLSTM(), "dqn": DQN()}
